@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: ipm.fleet maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: registry
+short_description: The terminal fleet from the ipm.fleet registry (customers, sites, terminals)
+version_added: 0.1.0
+author:
+  - ipm.fleet maintainers (@ipm-fleet)
+description:
+  - Reads the fleet registry, a directory of YAML files kept in git (C(catalog.yml) plus one file per
+    customer with its sites and terminals), validates all of it in one pass and turns it into hosts and groups.
+  - Every terminal becomes a host named by its id; C(retired) terminals are left out unless O(include_retired=true).
+  - "Host variables: C(ansible_host), C(ipm_terminal_id), C(ipm_customer_id), C(ipm_site_id), C(ipm_model),
+    C(ipm_serial_number), C(ipm_release), C(ipm_ring), C(ipm_status), C(ipm_interfaces), C(ipm_parameters), C(ipm_tags)."
+  - "Groups: C(customer_<id>), C(site_<id>) (children of their customer group), C(country_<cc>), C(tz_<zone>),
+    C(language_<ll>) (parents of site groups), C(sla_<tier>) (parent of customer groups), C(model_<model>),
+    C(release_<version>), C(ring_<ring>), C(status_<status>). Names are lower case, other characters become C(_)."
+  - Site facts (C(ipm_site_*)) live on the site groups, customer facts (C(ipm_customer_*), C(ipm_contract),
+    C(ipm_contacts)) on the customer groups, release parameter defaults (C(ipm_release_defaults)) on the
+    release groups; none is copied into the hosts.
+  - Any problem in the registry fails the inventory with the full validation report (file, line, key path,
+    what was expected, what was found); C(ipm-registry validate) prints the same report.
+  - The configuration file name must end in C(.ipm_registry.yml) or C(.ipm_registry.yaml).
+  - The variables C(compose), C(groups) and C(keyed_groups) can use are the host variables plus the facts of
+    its site and customer groups.
+extends_documentation_fragment:
+  - constructed
+  - inventory_cache
+options:
+  plugin:
+    description: The name of this plugin; it should always be set to V(ipm.fleet.registry) for this plugin to recognize it as its own.
+    required: true
+    type: str
+    choices: [ipm.fleet.registry]
+  registry:
+    description:
+      - The registry directory (the one holding C(catalog.yml)), relative to this configuration file unless absolute.
+    required: true
+    type: str
+  include_retired:
+    description: Also make hosts of terminals whose status is C(retired) (they go into group C(status_retired)).
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+# inventories/demo/fleet.ipm_registry.yml: the whole fleet, grouped by customer, site, country, ...
+plugin: ipm.fleet.registry
+registry: ../../registry/demo
+
+# inventories/prod/fleet.ipm_registry.yml: a real fleet kept in its own git checkout,
+# with extra groups made from the registry's variables.
+plugin: ipm.fleet.registry
+registry: /srv/fleet-registry
+strict: true
+compose:
+  # connect through the VPN address plan rather than the registry's address
+  ansible_host: "'10.8.' ~ (ipm_terminal_id | hash('md5') | int(base=16) % 250) ~ '.1'"
+groups:
+  # canaries of the gold and platinum contracts go first
+  premium_canary: ipm_ring == 'canary' and ipm_contract.sla_tier in ['gold', 'platinum']
+keyed_groups:
+  - key: ipm_tags
+    prefix: tag
+  - key: ipm_site_timezone.split('/')[0]
+    prefix: region
+
+# Retired terminals too (for an audit of the whole history), cached for an hour.
+plugin: ipm.fleet.registry
+registry: /srv/fleet-registry
+include_retired: true
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/ipm-fleet-inventory
+cache_timeout: 3600
+"""
+
+# Imports follow the documentation blocks, as in every Ansible plugin.
+import os  # noqa: E402
+
+from ansible.errors import AnsibleParserError  # noqa: E402
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable  # noqa: E402
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import (  # noqa: E402
+    fingerprint,
+    format_report,
+    inventory_plan,
+    load_fleet,
+)
+
+CONFIG_SUFFIXES = (".ipm_registry.yml", ".ipm_registry.yaml")
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "ipm.fleet.registry"
+
+    def verify_file(self, path):
+        """Only configuration files named ``*.ipm_registry.yml`` or ``*.ipm_registry.yaml``."""
+        return super().verify_file(path) and path.endswith(CONFIG_SUFFIXES)
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+
+        registry_dir = self.get_option("registry")
+        if not os.path.isabs(registry_dir):
+            registry_dir = os.path.join(os.path.dirname(os.path.abspath(path)), registry_dir)
+        registry_dir = os.path.normpath(registry_dir)
+        include_retired = self.get_option("include_retired")
+
+        cache_key = self.get_cache_key(path)
+        user_cache_setting = self.get_option("cache")
+        attempt_to_read_cache = user_cache_setting and cache
+        cache_needs_update = user_cache_setting and not cache
+
+        plan = None
+        stamp = None
+        if attempt_to_read_cache or cache_needs_update:
+            # The cache holds the plan with the registry's file sizes and times: an edit invalidates it.
+            stamp = [registry_dir, include_retired, fingerprint(registry_dir)]
+        if attempt_to_read_cache:
+            try:
+                cached = self._cache[cache_key]
+                if cached.get("stamp") == stamp:
+                    plan = cached["plan"]
+                else:
+                    cache_needs_update = True
+            except (KeyError, AttributeError, TypeError):
+                cache_needs_update = True
+
+        if plan is None:
+            plan = self._plan(registry_dir, include_retired)
+        if cache_needs_update:
+            self._cache[cache_key] = {"stamp": stamp, "plan": plan}
+
+        self._populate(plan)
+
+    def _plan(self, registry_dir, include_retired):
+        if not os.path.isdir(registry_dir):
+            raise AnsibleParserError(
+                "ipm.fleet.registry: option registry: no such directory %r; set it to the directory holding catalog.yml"
+                % registry_dir
+            )
+        fleet, problems = load_fleet(registry_dir)
+        if problems:
+            raise AnsibleParserError(format_report(problems))
+        return inventory_plan(fleet, include_retired)
+
+    def _populate(self, plan):
+        inventory = self.inventory
+        # Plain InventoryData underneath Ansible's proxy: its set_variable walks and re-tags every value,
+        # which is most of the cost at 10,000 hosts; registry values are plain YAML data already.
+        data = getattr(inventory, "__wrapped__", inventory)
+        groups = data.groups
+        for name, group_vars in plan["groups"].items():
+            data.add_group(name)
+            if group_vars:
+                groups[name].vars.update(group_vars)
+        for parent, child in plan["children"]:
+            data.add_child(parent, child)
+
+        compose = self.get_option("compose")
+        composed_groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        strict = self.get_option("strict")
+        constructed = bool(compose or composed_groups or keyed_groups)
+
+        hosts = data.hosts
+        for name, host_vars, host_groups in plan["hosts"]:
+            data.add_host(name)
+            host = hosts[name]
+            host.vars.update(host_vars)
+            for group_name in host_groups:
+                groups[group_name].add_host(host)
+            if constructed:
+                self._construct(name, host_vars, host_groups, compose, composed_groups, keyed_groups, strict)
+        data._groups_dict_cache = {}
+
+    def _construct(self, name, host_vars, host_groups, compose, composed_groups, keyed_groups, strict):
+        """compose, groups and keyed_groups see the host's variables plus its site and customer facts."""
+        variables = {}
+        site_group = self.inventory.groups[host_groups[0]]
+        customer_group = None
+        for parent in site_group.parent_groups:
+            if parent.name.startswith("customer_"):
+                customer_group = parent
+        if customer_group is not None:
+            variables.update(customer_group.vars)
+        variables.update(site_group.vars)
+        variables.update(self.inventory.hosts[name].vars)
+        self._set_composite_vars(compose, variables, name, strict=strict)
+        self._add_host_to_composed_groups(composed_groups, variables, name, strict=strict)
+        self._add_host_to_keyed_groups(keyed_groups, variables, name, strict=strict)
