@@ -1,0 +1,142 @@
+"""Parsers and collectors of the ipm_terminal fact, on real files laid out in a temporary tree."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.ipm.fleet.plugins.module_utils import terminal_facts as tf
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        ("1.0", "1.0", 0),
+        ("1.0~rc1", "1.0", -1),
+        ("1.0", "1.0-1", -1),
+        ("1:0.9", "2.0", 1),
+        ("2.36-9+deb12u7", "2.36-9+deb12u4", 1),
+        ("3.0.11-1~deb12u2", "3.0.14-1~deb12u1", -1),
+        ("1.2.10", "1.2.9", 1),
+        ("1.0a", "1.0", 1),
+        ("1.0+b1", "1.0", 1),
+        ("252.30-1~deb12u2", "252.31-1~deb12u1", -1),
+    ],
+)
+def test_debian_version_order(left, right, expected):
+    assert tf.compare_debian_versions(left, right) == expected
+    assert tf.compare_debian_versions(right, left) == -expected
+
+
+STATUS = """Package: openssl
+Status: install ok installed
+Version: 3.0.11-1~deb12u2
+
+Package: removed-one
+Status: deinstall ok config-files
+Version: 1.0
+
+Package: systemd
+Status: install ok installed
+Version: 252.30-1~deb12u2
+"""
+
+INDEX = """Package: openssl
+Version: 3.0.14-1~deb12u1
+Description: x
+
+Package: other
+Version: 9.9
+
+Package: systemd
+Version: 252.31-1~deb12u1
+"""
+
+
+def lay_out(root: Path, files: dict[str, str | bytes]) -> Path:
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return root
+
+
+def test_installed_packages_and_pending_updates(tmp_path):
+    root = lay_out(
+        tmp_path,
+        {
+            "etc/os-release": 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
+            "var/lib/dpkg/status": STATUS,
+            "var/lib/apt/lists/deb_debian-security_bookworm-security_main_binary-amd64_Packages": INDEX,
+            "var/lib/apt/lists/deb_debian_bookworm_main_binary-amd64_Packages.gz": gzip.compress(
+                b"Package: systemd\nVersion: 252.30-1~deb12u2\n"
+            ),
+        },
+    )
+    facts = tf.collect_os(str(root))
+    assert facts["id"] == "debian-12"
+    assert facts["packages"] == {"openssl": "3.0.11-1~deb12u2", "systemd": "252.30-1~deb12u2"}
+    assert facts["pending_updates"]["openssl"] == {"installed": "3.0.11-1~deb12u2", "candidate": "3.0.14-1~deb12u1"}
+    assert set(facts["pending_security_updates"]) == {"openssl", "systemd"}
+    assert "updates_unknown" not in facts
+
+
+def test_corrupt_apt_list_is_unknown_with_reason_not_a_failure(tmp_path):
+    root = lay_out(
+        tmp_path,
+        {
+            "etc/os-release": "ID=debian\nVERSION_ID=12\n",
+            "var/lib/dpkg/status": STATUS,
+            "var/lib/apt/lists/broken_Packages": "Package: openssl\nDescription: lost its version\n",
+        },
+    )
+    facts = tf.collect_os(str(root))
+    assert "broken_Packages: corrupt index, 1 packages but 0 versions" in facts["updates_unknown"]
+    assert facts["package_count"] == 2
+
+
+def test_missing_identity_and_application_are_reported_as_unknown(tmp_path):
+    facts = tf.collect(str(tmp_path), query_service=False)
+    assert facts["hardware"]["model"] is None
+    assert facts["hardware"]["unknown"] == "/etc/ipm/hardware.yml is missing"
+    assert facts["application"]["unknown"].startswith("no application installed")
+    assert facts["parameters"]["unknown"] == "/etc/ipm/app.yml is missing"
+    assert facts["interfaces"]["unknown"] == "/etc/ipm/interfaces.yml is missing"
+    assert "unknown" in facts["os"]
+
+
+def test_application_parameters_and_interfaces(tmp_path):
+    root = lay_out(
+        tmp_path,
+        {
+            "etc/ipm/hardware.yml": "model: PS-300\nserial_number: PS3-0001\n",
+            "etc/ipm/app.yml": "currency: EUR\npayment_api_token: s3cr3t-canary\n",
+            "etc/ipm/interfaces.yml": "interfaces:\n  - {name: payment, type: payment}\n  - {name: printer, type: printer}\n",
+            "dev/ipm/payment": "",
+            "opt/ipm/app/releases/2.3.1/manifest.yml": "version: '2.3.1'\n",
+            "opt/ipm/app/releases/2.4.0/manifest.yml": "version: '2.4.0'\n",
+        },
+    )
+    (root / "opt/ipm/app/current").symlink_to("releases/2.4.0")
+    facts = tf.collect(str(root), query_service=False)
+    assert facts["hardware"]["model"] == "PS-300"
+    assert facts["application"]["releases"] == ["2.3.1", "2.4.0"]
+    assert facts["application"]["current"] == "2.4.0"
+    # The manifest has no parameter schema here: the secret is still redacted by its key name.
+    assert facts["parameters"]["values"]["payment_api_token"] == "********"
+    assert len(facts["parameters"]["sha256"]) == 64
+    assert "s3cr3t-canary" not in repr(facts)
+    assert facts["interfaces"]["devices"]["payment"]["present"] is True
+    assert facts["interfaces"]["devices"]["printer"]["present"] is False
+
+
+def test_corrupt_parameter_file_is_unknown(tmp_path):
+    root = lay_out(tmp_path, {"etc/ipm/app.yml": "currency: [EUR\n"})
+    facts = tf.collect_parameters(str(root))
+    assert facts["values"] is None
+    assert "/etc/ipm/app.yml" in facts["unknown"]
