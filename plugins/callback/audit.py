@@ -216,6 +216,7 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_play_start(self, play):
         self._play = play
         self._play_name = to_text(play.get_name()).strip()
+        self._hosts = {}
         if self._run_started:
             return
         self._run_started = True
@@ -272,11 +273,12 @@ class CallbackModule(CallbackBase):
         ctx = self._hosts.get(name)
         if ctx is not None:
             return ctx
+        # Once per host and play: the variable manager also sees group_vars/host_vars files, vars_files and
+        # vars plugins (about a millisecond per host); its secrets are learnt for redaction.
         inventory_vars = get_group_vars(host.get_groups())
         inventory_vars.update(host.get_vars())
         variables = inventory_vars
-        if "ipm_site_timezone" not in inventory_vars and self._play is not None:
-            # Time zone not in the inventory itself (group_vars files, vars plugins): ask the variable manager.
+        if self._play is not None:
             variable_manager = self._play.get_variable_manager()
             if variable_manager is not None:
                 try:

@@ -26,7 +26,7 @@ MASK = "********"
 NO_LOG_MARKER = "hidden: no_log was set for this result"
 
 SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?s?($|_)|(^|_)pwd($|_)|secret|token|private_?key|api_?key|credential|auth_?key|"
+    r"password|passwd|passphrase|(^|_)pass($|_)|(^|_)pwd($|_)|secret|token|private_?key|api_?key|credential|auth_?key|"
     r"access_?key|session_?key|signing_?key|encryption_?key|(^|_)pin($|_)|(^|_)otp($|_)|cookie|bearer|"
     r"authorization|client_?secret|(^|_)psk($|_)|preshared",
     re.IGNORECASE,

@@ -181,7 +181,9 @@ def selected(args, default_kinds=("task",)) -> list[dict]:
         try:
             result = jmespath.search(args.query, records)
         except JMESPathError as exc:
-            raise UsageError(f"--query {args.query!r}: not a valid JMESPath expression ({exc})") from None
+            raise UsageError(
+                f"--query {args.query!r}: not a valid JMESPath expression ({' '.join(str(exc).split())})"
+            ) from None
         return result if isinstance(result, list) else [result]
     return records
 

@@ -1,0 +1,39 @@
+"""Operator identity chain and site-local time."""
+
+from __future__ import annotations
+
+import getpass
+
+import pytest
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import (
+    normalise_maintenance_type,
+    resolve_operator,
+    site_time,
+)
+
+
+def test_operator_chain_order():
+    env = {"IPM_OPERATOR": "env-op"}
+    assert resolve_operator({"ipm_operator": "alice", "awx_user_name": "awx"}, env) == (
+        "alice",
+        "extra_var:ipm_operator",
+    )
+    assert resolve_operator({"awx_user_name": "awx"}, env) == ("env-op", "env:IPM_OPERATOR")
+    assert resolve_operator({"awx_user_name": "awx"}, {}) == ("awx", "extra_var:awx_user_name")
+    assert resolve_operator({"tower_user_name": "tower"}, {}) == ("tower", "extra_var:tower_user_name")
+    assert resolve_operator({"ipm_operator": "  "}, {}) == (getpass.getuser(), "os_user")
+
+
+def test_site_time_in_the_sites_zone_and_utc_fallback():
+    assert site_time("2026-07-01T12:00:00.000000Z", "Europe/Paris") == "2026-07-01T14:00:00+02:00"
+    assert site_time("2026-01-01T12:00:00.000000Z", "Australia/Sydney") == "2026-01-01T23:00:00+11:00"
+    assert site_time("2026-01-01T12:00:00.000000Z", None) == "2026-01-01T12:00:00+00:00"
+    assert site_time("2026-01-01T12:00:00.000000Z", "Not/AZone") == "2026-01-01T12:00:00+00:00"
+
+
+def test_maintenance_type():
+    assert normalise_maintenance_type("Corrective") == "corrective"
+    assert normalise_maintenance_type(None) is None
+    with pytest.raises(ValueError, match="preventive, corrective, evolutive"):
+        normalise_maintenance_type("urgent")
