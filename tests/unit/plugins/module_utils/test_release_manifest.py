@@ -246,7 +246,7 @@ def test_migration_drops_keys_the_target_does_not_know(releases):
 
 
 def test_migration_to_major_release_renames_amount_limit(releases):
-    current, _ = rm.migrate_parameters({"max_amount": 350.0, "language": "fr"}, releases["2.4.0"])
+    current, _notes = rm.migrate_parameters({"max_amount": 350.0, "language": "fr"}, releases["2.4.0"])
     migrated, notes = rm.migrate_parameters(current, releases["3.0.0"], releases["2.4.0"])
     assert migrated["max_transaction_amount"] == 350.0
     assert migrated["language"] == "fr"
@@ -262,7 +262,7 @@ def test_migration_refuses_a_value_the_target_does_not_accept(releases):
 
 
 def test_migration_is_stable_when_repeated(releases):
-    once, _ = rm.migrate_parameters({"timeout": 90}, releases["2.4.0"], releases["2.3.1"])
+    once, _notes = rm.migrate_parameters({"timeout": 90}, releases["2.4.0"], releases["2.3.1"])
     twice, notes = rm.migrate_parameters(once, releases["2.4.0"], releases["2.4.0"])
     assert twice == once
     assert notes == []
