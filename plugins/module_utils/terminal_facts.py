@@ -130,8 +130,8 @@ def compare_debian_versions(left, right):
     """-1, 0 or 1 as Debian (dpkg --compare-versions) orders two package versions."""
 
     def split(version):
-        epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
-        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
+        epoch, rest = version.split(":", 1) if ":" in version else ("0", version)
+        upstream, revision = rest.rsplit("-", 1) if "-" in rest else (rest, "0")
         return int(epoch or 0), upstream, revision
 
     left_epoch, left_upstream, left_revision = split(left)
@@ -293,13 +293,14 @@ def _service_state(unit):
 
 def _health(address, port, timeout):
     from urllib.error import HTTPError, URLError
-    from urllib.request import urlopen
+
+    from ansible.module_utils.urls import open_url
 
     host = "127.0.0.1" if address in (None, "", "0.0.0.0") else address
     url = "http://%s:%d/health" % ("[%s]" % host if ":" in host else host, port)
     try:
-        with urlopen(url, timeout=timeout) as response:  # a fixed http URL on the terminal itself
-            return dict(json.loads(response.read().decode("utf-8")), http_status=response.status, url=url)
+        response = open_url(url, timeout=timeout, use_proxy=False)
+        return dict(json.loads(response.read().decode("utf-8")), http_status=response.status, url=url)
     except HTTPError as exc:
         try:
             body = json.loads(exc.read().decode("utf-8"))

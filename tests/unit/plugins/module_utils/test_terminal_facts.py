@@ -27,7 +27,8 @@ from ansible_collections.ipm.fleet.plugins.module_utils import terminal_facts as
 )
 def test_debian_version_order(left, right, expected):
     assert tf.compare_debian_versions(left, right) == expected
-    assert tf.compare_debian_versions(right, left) == -expected
+    swapped = (right, left)
+    assert tf.compare_debian_versions(*swapped) == -expected
 
 
 STATUS = """Package: openssl
