@@ -28,6 +28,7 @@ import datetime
 import fcntl
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -387,114 +388,259 @@ class VerifyReport:
         return self.problem is None
 
 
-def verify_log(path: str, key: bytes | None, head: bool = True) -> VerifyReport:
+# The tail of a line without its newline. The end anchor fixes every group's position (time holds no quote),
+# and ``search`` starting near the end finds the literal prefix fast; values are checked by the hash
+# and chain comparisons that follow.
+_LINE_TAIL = re.compile(
+    rb',"kind":"([a-z_]+)","prev":"(.{64})","seq":([0-9]+),"time":"[^"]+","hash":"(.{64})"}\Z', re.DOTALL
+)
+_CHUNK = 16 << 20
+_PARALLEL_MIN_BYTES = 64 << 20
+
+
+@dataclass
+class _Scan:
+    """What one pass over a run of complete lines found (line indexes are relative to the run)."""
+
+    count: int = 0
+    first_seq: int | None = None
+    first_prev: bytes | None = None
+    last_seq: int | None = None
+    last_hash: bytes | None = None
+    checkpoints: list = field(default_factory=list)  # (seq, hash) of each valid checkpoint
+    problem: tuple | None = None  # (relative line index, seq or None, why)
+
+
+def _scan(buf: bytes, key: bytes | None, expected_seq: int | None, prev: bytes | None) -> _Scan:
+    """Check every line of ``buf`` (complete lines only). ``expected_seq``/``prev`` None: take the first line's."""
+    out = _Scan()
+    sha256 = hashlib.sha256
+    search_tail = _LINE_TAIL.search
+    cut = _HASH_SUFFIX_LEN - 1  # the lines below have no newline
+    lines = buf.split(b"\n")
+    lines.pop()  # buf ends with a newline: the last element is empty
+    index = -1
+    for index, line in enumerate(lines):
+        n = len(line)
+        m = search_tail(line, n - _TAIL_MAX if n > _TAIL_MAX else 0)
+        if m is None:
+            out.problem = (index, None, "not an audit record (line does not end with kind/prev/seq/time/hash)")
+            break
+        kind, rec_prev, seq_b, digest = m.groups()
+        seq = int(seq_b)
+        if expected_seq is None:
+            out.first_seq, out.first_prev = seq, rec_prev
+        elif seq != expected_seq:
+            why = "record missing" if seq > expected_seq else "record repeated or out of order"
+            out.problem = (index, seq, f"{why}: expected seq {expected_seq}, found {seq}")
+            break
+        elif rec_prev != prev:
+            out.problem = (index, seq, "prev does not match the previous record's hash (chain broken)")
+            break
+        h = sha256(line[: n - cut])
+        h.update(b"}")
+        actual = h.hexdigest().encode()
+        if actual != digest:
+            out.problem = (index, seq, "hash does not match the record's content (record altered)")
+            break
+        if kind == b"checkpoint":
+            if key is not None:
+                try:
+                    mac = str(json.loads(line)["data"]["mac"])
+                except (ValueError, KeyError, TypeError):
+                    out.problem = (index, seq, "checkpoint without a mac")
+                    break
+                if not hmac.compare_digest(mac, checkpoint_mac(key, seq, rec_prev.decode())):
+                    out.problem = (
+                        index,
+                        seq,
+                        "checkpoint signature invalid (log re-hashed without the key, or verified with the wrong key)",
+                    )
+                    break
+            out.checkpoints.append((seq, actual))
+        prev = actual
+        expected_seq = seq + 1
+    else:
+        index += 1
+    out.count = index
+    if out.count:
+        out.last_seq, out.last_hash = expected_seq - 1, prev
+    return out
+
+
+def _scan_range(args) -> _Scan:
+    path, start, end, key = args
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return _scan(handle.read(end - start), key, None, None)
+
+
+def _split_points(path: str, size: int, parts: int) -> list[int]:
+    points = [0]
+    with open(path, "rb") as handle:
+        for i in range(1, parts):
+            handle.seek(size * i // parts)
+            handle.readline()
+            points.append(min(handle.tell(), size))
+    points.append(size)
+    return sorted(set(points))
+
+
+def _complete_size(path: str) -> tuple[int, int]:
+    """(size of the complete lines, total size): a partial last line lies between the two."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 0, 0
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        if os.pread(fd, 1, size - 1) == b"\n":
+            return size, size
+        _last, complete_end = _read_last_line(fd, size)
+        return complete_end, size
+
+
+def verify_log(path: str, key: bytes | None, head: bool = True, workers: int = 0) -> VerifyReport:
     """Check chain, hashes, checkpoints and the head file; stops at the first bad record.
 
     With ``key`` None only the chain is checked (a re-hashed forgery would pass: say so to the user).
+    ``workers`` > 1 hashes large logs in that many processes (0: one per CPU for logs over 64 MiB).
     """
     report = VerifyReport(path=path)
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, the loop is the hot path
+        complete, size = _complete_size(path)
     except OSError as exc:
         report.problem = Problem(0, None, f"cannot open the log ({exc.strerror})")
         return report
-    expected_seq = 0
-    prev = GENESIS
-    signed: dict[int, str] = {}
-    last_checkpoint_seq = None
-    sha256 = hashlib.sha256
-    tail_re = _TAIL
-    cut = _HASH_SUFFIX_LEN
-    line_no = 0
-    with handle:
-        for line_no, line in enumerate(handle, 1):
-            if line[-1:] != b"\n":
-                report.problem = Problem(
-                    line_no, None, f"partial last line ({len(line)} bytes without newline: a writer stopped mid-write)"
-                )
-                return report
-            match = tail_re.search(line, max(0, len(line) - _TAIL_MAX))
-            if match is None:
-                report.problem = Problem(
-                    line_no, None, "not an audit record (line does not end with kind/prev/seq/time/hash)"
-                )
-                return report
-            kind, rec_prev, seq_b, _time, digest = match.groups()
-            seq = int(seq_b)
-            if seq != expected_seq:
-                why = "record missing" if seq > expected_seq else "record repeated or out of order"
-                report.problem = Problem(line_no, seq, f"{why}: expected seq {expected_seq}, found {seq}")
-                return report
-            if rec_prev.decode() != prev:
-                report.problem = Problem(line_no, seq, "prev does not match the previous record's hash (chain broken)")
-                return report
-            actual = sha256(line[: len(line) - cut] + b"}").hexdigest()
-            if actual != digest.decode():
-                report.problem = Problem(line_no, seq, "hash does not match the record's content (record altered)")
-                return report
-            prev = actual
-            expected_seq = seq + 1
-            if kind == b"checkpoint":
-                report.checkpoints += 1
-                if key is not None:
-                    try:
-                        data = json.loads(line)["data"]
-                        mac = data["mac"]
-                    except (ValueError, KeyError, TypeError):
-                        report.problem = Problem(line_no, seq, "checkpoint without a mac")
-                        return report
-                    if not hmac.compare_digest(str(mac), checkpoint_mac(key, seq, rec_prev.decode())):
-                        report.problem = Problem(
-                            line_no,
-                            seq,
-                            "checkpoint signature invalid (log re-hashed without the key, or verified with the wrong key)",
-                        )
-                        return report
-                signed[seq] = actual
-                last_checkpoint_seq = seq
-    report.records = expected_seq
-    report.last_seq = expected_seq - 1 if expected_seq else None
-    report.last_signed_seq = last_checkpoint_seq
-    report.unsigned_tail = expected_seq - (last_checkpoint_seq + 1 if last_checkpoint_seq is not None else 0)
+    if workers == 0:
+        workers = min(os.cpu_count() or 1, 8) if complete >= _PARALLEL_MIN_BYTES else 1
+    expected_seq, prev = 0, GENESIS.encode()
+    line_base = 0  # lines before the current piece
+    signed: dict[int, bytes] = {}
+    try:
+        if workers > 1:
+            import multiprocessing  # only for big logs
+
+            points = _split_points(path, complete, workers * 4)
+            jobs = [(path, a, b, key) for a, b in itertools.pairwise(points) if b > a]
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                pieces = pool.imap(_scan_range, jobs)
+                problem = _stitch(pieces, report, signed, [expected_seq, prev, line_base])
+        else:
+            pieces = _serial_pieces(path, complete, key)
+            problem = _stitch(pieces, report, signed, [expected_seq, prev, line_base])
+    except OSError as exc:
+        report.problem = Problem(0, None, f"cannot read the log ({exc.strerror})")
+        return report
+    if problem is not None:
+        report.problem = problem
+        return report
+    line_no = report.records
+    if complete < size:
+        report.problem = Problem(
+            line_no + 1,
+            None,
+            f"partial last line ({size - complete} bytes without newline: a writer stopped mid-write)",
+        )
+        return report
+    report.last_seq = report.records - 1 if report.records else None
+    last_cp = max(signed) if signed else None
+    report.last_signed_seq = last_cp
+    report.unsigned_tail = report.records - (last_cp + 1 if last_cp is not None else 0)
     if key is None:
         report.warnings.append("no key given: checkpoints not checked (a re-hashed forgery would pass)")
         return report
-    if not head:
-        return report
+    if head:
+        report.problem = _check_head(path, key, report, signed, line_no)
+        if report.problem is not None:
+            return report
+    if report.unsigned_tail:
+        report.warnings.append(
+            f"{report.unsigned_tail} record(s) after the last signed checkpoint (a run in progress or stopped early)"
+        )
+    return report
+
+
+def _serial_pieces(path: str, complete: int, key: bytes | None):
+    """Yield scans of consecutive 16 MiB runs of lines, each continuing the chain of the one before."""
+    state = {"seq": 0, "prev": GENESIS.encode()}
+    with open(path, "rb") as handle:
+        remaining = complete
+        carry = b""
+        while remaining > 0:
+            block = handle.read(min(_CHUNK, remaining))
+            if not block:
+                break
+            remaining -= len(block)
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            if cut == 0:
+                continue
+            piece = _scan(block[:cut], key, state["seq"], state["prev"])
+            piece.first_seq, piece.first_prev = state["seq"], state["prev"]
+            if piece.count:
+                state["seq"], state["prev"] = piece.last_seq + 1, piece.last_hash
+            yield piece
+            if piece.problem is not None:
+                return
+
+
+def _stitch(pieces, report: VerifyReport, signed: dict, state: list) -> Problem | None:
+    """Join the scans of consecutive pieces: continuity of seq and prev across their boundaries."""
+    expected_seq, prev, line_base = state
+    for piece in pieces:
+        if piece.first_seq is not None and piece.count:
+            if piece.first_seq != expected_seq:
+                why = "record missing" if piece.first_seq > expected_seq else "record repeated or out of order"
+                return Problem(
+                    line_base + 1, piece.first_seq, f"{why}: expected seq {expected_seq}, found {piece.first_seq}"
+                )
+            if piece.first_prev != prev:
+                return Problem(
+                    line_base + 1, piece.first_seq, "prev does not match the previous record's hash (chain broken)"
+                )
+        for seq, digest in piece.checkpoints:
+            signed[seq] = digest
+        report.checkpoints += len(piece.checkpoints)
+        if piece.problem is not None:
+            index, seq, why = piece.problem
+            report.records = expected_seq + index
+            return Problem(line_base + index + 1, seq, why)
+        if piece.count:
+            expected_seq, prev = piece.last_seq + 1, piece.last_hash
+        line_base += piece.count
+        report.records = expected_seq
+    return None
+
+
+def _check_head(path: str, key: bytes, report: VerifyReport, signed: dict, line_no: int) -> Problem | None:
     hpath = head_path(path)
     try:
         with open(hpath, encoding="ascii") as hf:
             head_rec = json.loads(hf.read())
         head_seq, head_hash, mac = int(head_rec["seq"]), str(head_rec["hash"]), str(head_rec["mac"])
     except FileNotFoundError:
-        if report.checkpoints or report.records:
-            report.problem = Problem(
+        if report.records:
+            return Problem(
                 line_no + 1, None, f"head file {hpath} missing: the end of the log cannot be proven (tail may be cut)"
             )
-        return report
+        return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        report.problem = Problem(line_no + 1, None, f"head file {hpath} unreadable ({exc})")
-        return report
+        return Problem(line_no + 1, None, f"head file {hpath} unreadable ({exc})")
     if not hmac.compare_digest(mac, head_mac(key, head_seq, head_hash)):
-        report.problem = Problem(line_no + 1, head_seq, f"head file {hpath} signature invalid")
-        return report
-    if head_seq >= expected_seq:
-        report.problem = Problem(
+        return Problem(line_no + 1, head_seq, f"head file {hpath} signature invalid")
+    if head_seq >= report.records:
+        last = report.records - 1
+        return Problem(
             line_no + 1,
             head_seq,
-            f"log cut: the signed head says checkpoint seq {head_seq} exists but the log ends at seq {expected_seq - 1}",
+            f"log cut: the signed head says checkpoint seq {head_seq} exists but the log ends at seq {last}",
         )
-        return report
-    if signed.get(head_seq) != head_hash:
-        report.problem = Problem(
+    if signed.get(head_seq) != head_hash.encode():
+        return Problem(
             line_no + 1, head_seq, "the signed head does not match the checkpoint at that seq (log replaced)"
         )
-        return report
-    if report.unsigned_tail:
-        report.warnings.append(
-            f"{report.unsigned_tail} record(s) after the last signed checkpoint (a run in progress or stopped early)"
-        )
-    return report
+    return None
 
 
 # ----------------------------------------------------------------------------------------- reading

@@ -239,3 +239,21 @@ def test_keygen_and_load(tmp_path):
     (tmp_path / "bad.key").write_text("zz\n")
     with pytest.raises(AuditLogError, match="not an audit key"):
         load_key(str(tmp_path / "bad.key"))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_parallel_and_serial_verification_agree(tmp_path, workers):
+    log = tmp_path / "audit.jsonl"
+    lines = write_log(log, 300, interval=7)
+    assert verify_log(str(log), KEY, workers=workers).ok
+    record = json.loads(lines[211])
+    record["data"]["msg"] = "edited"
+    lines[211] = canonical_bytes(record)[:-1] + b',"hash":"' + record["hash"].encode() + b'"}\n'
+    log.write_bytes(b"".join(lines))
+    problem = verify_log(str(log), KEY, workers=workers).problem
+    assert (problem.line, problem.seq) == (212, 211)
+    del lines[150]
+    log.write_bytes(b"".join(lines))
+    problem = verify_log(str(log), KEY, workers=workers).problem
+    assert (problem.line, problem.seq) == (151, 151)
+    assert "record missing" in problem.why
