@@ -1,0 +1,142 @@
+"""ipm.fleet.snapshot through real Ansible, then ipm-config reading the store (history, diff, show, drift)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+INVENTORY = """
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: {python}
+  children:
+    site_lyon:
+      vars:
+        ipm_site_parameters: {{currency: EUR}}
+      hosts:
+        term-a: {{ipm_terminal_id: term-a, ipm_customer_id: acme, ipm_site_id: lyon, ipm_release: "2.4.0"}}
+        term-b: {{ipm_terminal_id: term-b, ipm_customer_id: acme, ipm_site_id: lyon, ipm_release: "2.4.0"}}
+"""
+
+PLAYBOOK = """
+- name: Snapshot given facts
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Store
+      ipm.fleet.snapshot:
+        store: "{{ store }}"
+        taken_at: "{{ taken_at }}"
+        facts:
+          application: {current: "{{ release }}"}
+          os: {id: debian-12}
+          parameters: {values: {currency: EUR}}
+"""
+
+
+def run(command, **kwargs):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, **kwargs)
+
+
+def snapshot(tmp_path, store, taken_at, release, *options):
+    return run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(tmp_path / "inventory.yml"),
+            str(tmp_path / "play.yml"),
+            "-e",
+            f"store={store}",
+            "-e",
+            f"taken_at={taken_at}",
+            "-e",
+            f"release={release}",
+            *options,
+        ]
+    )
+
+
+def test_snapshot_history_diff_show_and_drift(tmp_path):
+    (tmp_path / "inventory.yml").write_text(INVENTORY.format(python=sys.executable))
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    store = tmp_path / "history"
+
+    checked = snapshot(tmp_path, store, "2026-11-01T10:00:00Z", "2.3.1", "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not store.exists(), "check mode writes nothing"
+
+    first = snapshot(tmp_path, store, "2026-11-01T10:00:00Z", "2.3.1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed=1" in first.stdout
+    same = snapshot(tmp_path, store, "2026-11-02T10:00:00Z", "2.3.1", "--diff")
+    assert "changed=0" in same.stdout, "an unchanged configuration stores nothing new"
+    upgraded = snapshot(tmp_path, store, "2026-11-10T10:00:00Z", "2.4.0", "--diff", "-l", "term-a")
+    assert "application.current: 2.4.0" in upgraded.stdout
+
+    history = run([str(BIN / "ipm-config"), "--store", str(store), "--json", "history", "term-a"])
+    assert [row["release"] for row in json.loads(history.stdout)] == ["2.3.1", "2.4.0"]
+
+    diff = run([str(BIN / "ipm-config"), "--store", str(store), "diff", "term-a", "2026-11-05", "2026-11-11"])
+    assert diff.returncode == 0 and 'application.current: "2.3.1" -> "2.4.0"' in diff.stdout
+
+    show = run(
+        [
+            str(BIN / "ipm-config"),
+            "--store",
+            str(store),
+            "--json",
+            "show",
+            "2026-11-05",
+            "-i",
+            str(tmp_path / "inventory.yml"),
+            "--site",
+            "lyon",
+        ]
+    )
+    assert show.returncode == 0, show.stderr
+    assert {name: snap["facts"]["application"]["current"] for name, snap in json.loads(show.stdout).items()} == {
+        "term-a": "2.3.1",
+        "term-b": "2.3.1",
+    }
+
+    drift = run(
+        [
+            str(BIN / "ipm-config"),
+            "--store",
+            str(store),
+            "--json",
+            "drift",
+            "-i",
+            str(tmp_path / "inventory.yml"),
+            "--fail-on-drift",
+        ]
+    )
+    report = json.loads(drift.stdout)
+    # term-a was upgraded to 2.4.0 as the registry wants; term-b still runs 2.3.1.
+    assert drift.returncode == 1, "--fail-on-drift exits 1 when a terminal drifted"
+    assert report["summary"] == {"terminals": 2, "drifted": 1, "no_snapshot": 0}
+    assert report["terminals"]["term-a"]["differences"] == []
+    assert report["terminals"]["term-b"]["differences"] == [
+        {"aspect": "release", "path": "application.current", "desired": "2.4.0", "actual": "2.3.1"}
+    ]
+    text = run([str(BIN / "ipm-config"), "--store", str(store), "drift", "-i", str(tmp_path / "inventory.yml")])
+    assert "customer acme / site lyon: 1 of 2 terminals drifted" in text.stdout
+
+
+def test_unknown_terminal_and_bad_date_are_one_line_errors(tmp_path):
+    missing = run([str(BIN / "ipm-config"), "--store", str(tmp_path), "history", "nobody"])
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip()
+        == f"ipm-config: terminal nobody has no snapshot in {tmp_path}: run playbooks/snapshot.yml first"
+    )
+    bad_date = run([str(BIN / "ipm-config"), "--store", str(tmp_path), "diff", "nobody", "yesterday"])
+    assert bad_date.returncode == 2 and "expected ISO 8601" in bad_date.stderr and "Traceback" not in bad_date.stderr

@@ -1,0 +1,280 @@
+"""ipm-config: configuration history of the fleet (snapshots), what changed, and drift from the registry.
+
+Snapshots are written by `ansible-playbook playbooks/snapshot.yml`; this tool reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils.config_history import (
+    HistoryError,
+    changes_between,
+    drift,
+    list_snapshots,
+    parse_when,
+    read_snapshot,
+    snapshot_as_of,
+    terminals,
+)
+from ipm_tools import PROJECT_ROOT
+
+DEFAULT_STORE = os.environ.get("IPM_HISTORY_STORE", str(PROJECT_ROOT / "build" / "history"))
+DEFAULT_INVENTORY = str(PROJECT_ROOT / "inventories" / "demo")
+
+
+class UsageError(Exception):
+    """A user mistake: printed as one line, exit code 2."""
+
+
+def _inventory(path):
+    """Terminals of an inventory with their merged variables (host, site and customer), via ansible-inventory."""
+    command = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", path, "--list"]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(PROJECT_ROOT / "ansible.cfg")),
+    )
+    if result.returncode != 0:
+        raise UsageError(
+            "inventory %s could not be read: %s"
+            % (path, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "ansible-inventory failed")
+        )
+    data = json.loads(result.stdout)
+    return data.get("_meta", {}).get("hostvars", {})
+
+
+def _select(hostvars, args):
+    chosen = {}
+    for host, variables in sorted(hostvars.items()):
+        if args.terminal and host not in args.terminal:
+            continue
+        if args.customer and variables.get("ipm_customer_id") != args.customer:
+            continue
+        if args.site and variables.get("ipm_site_id") != args.site:
+            continue
+        chosen[host] = variables
+    if (args.terminal or args.customer or args.site) and not chosen:
+        raise UsageError(
+            "no terminal matches %s"
+            % ", ".join(
+                "%s=%s" % (k, v)
+                for k, v in (("terminal", args.terminal), ("customer", args.customer), ("site", args.site))
+                if v
+            )
+        )
+    return chosen
+
+
+def _desired(variables):
+    """Desired state of one terminal from its registry variables (layered customer < site < terminal)."""
+    parameters = {}
+    for layer in ("ipm_customer_parameters", "ipm_site_parameters", "ipm_parameters"):
+        parameters.update(variables.get(layer) or {})
+    return {
+        "release": variables.get("ipm_release"),
+        "parameters": parameters,
+        "os": variables.get("ipm_os_baseline", "debian-12"),
+    }
+
+
+def _print(payload, as_json, text):
+    if as_json:
+        json.dump(payload, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        text()
+
+
+def cmd_history(args):
+    rows = []
+    for taken_at, path in list_snapshots(args.store, args.terminal_id):
+        record = read_snapshot(path)
+        application = record["facts"].get("application") or {}
+        rows.append(
+            {
+                "taken_at": taken_at.isoformat(),
+                "release": application.get("current"),
+                "path": path,
+                "context": record.get("context", {}),
+            }
+        )
+    if not rows:
+        raise UsageError(
+            "terminal %s has no snapshot in %s: run playbooks/snapshot.yml first" % (args.terminal_id, args.store)
+        )
+
+    def text():
+        for row in rows:
+            change = row["context"].get("change", "")
+            print("%s  release %-8s %s" % (row["taken_at"], row["release"] or "-", change))
+
+    _print(rows, args.json, text)
+
+
+def cmd_diff(args):
+    changes = changes_between(args.store, args.terminal_id, args.start, args.end)
+
+    def text():
+        if not changes:
+            print("%s: no change between %s and %s" % (args.terminal_id, args.start, args.end))
+        for change in changes:
+            print(
+                "%-8s %s: %s -> %s"
+                % (
+                    change["change"],
+                    change["path"],
+                    json.dumps(change["before"], default=str),
+                    json.dumps(change["after"], default=str),
+                )
+            )
+
+    _print(changes, args.json, text)
+
+
+def cmd_show(args):
+    when = parse_when(args.date)
+    hostvars = _select(_inventory(args.inventory), args) if (args.customer or args.site) else None
+    names = sorted(hostvars) if hostvars is not None else (args.terminal or terminals(args.store))
+    configuration = {}
+    for name in names:
+        snapshot = snapshot_as_of(args.store, name, when)
+        configuration[name] = snapshot
+    if not any(configuration.values()):
+        raise UsageError("no snapshot at or before %s in %s" % (when.isoformat(), args.store))
+
+    def text():
+        for name, snapshot in configuration.items():
+            if snapshot is None:
+                print("%-20s no snapshot at or before %s" % (name, when.isoformat()))
+                continue
+            facts = snapshot["facts"]
+            application = facts.get("application") or {}
+            hardware = facts.get("hardware") or {}
+            parameters = facts.get("parameters") or {}
+            print(
+                "%-20s %-7s %-14s release %-7s parameters %s  (snapshot %s)"
+                % (
+                    name,
+                    hardware.get("model"),
+                    hardware.get("serial_number"),
+                    application.get("current"),
+                    (parameters.get("sha256") or "-")[:12],
+                    snapshot["taken_at"],
+                )
+            )
+
+    _print(configuration, args.json, text)
+
+
+def cmd_drift(args):
+    hostvars = _select(_inventory(args.inventory), args)
+    report = {}
+    for host, variables in hostvars.items():
+        existing = list_snapshots(args.store, host)
+        if not existing:
+            report[host] = {
+                "customer": variables.get("ipm_customer_id"),
+                "site": variables.get("ipm_site_id"),
+                "snapshot": None,
+                "differences": None,
+            }
+            continue
+        snapshot = read_snapshot(existing[-1][1])
+        report[host] = {
+            "customer": variables.get("ipm_customer_id"),
+            "site": variables.get("ipm_site_id"),
+            "snapshot": snapshot["taken_at"],
+            "differences": drift(_desired(variables), snapshot["facts"]),
+        }
+    summary = {
+        "terminals": len(report),
+        "drifted": sum(1 for r in report.values() if r["differences"]),
+        "no_snapshot": sum(1 for r in report.values() if r["differences"] is None),
+    }
+
+    def text():
+        by_site = {}
+        for host, row in report.items():
+            by_site.setdefault((row["customer"], row["site"]), []).append((host, row))
+        for (customer, site), rows in sorted(by_site.items(), key=lambda item: tuple(str(x) for x in item[0])):
+            drifted = sum(1 for _, row in rows if row["differences"])
+            print("customer %s / site %s: %d of %d terminals drifted" % (customer, site, drifted, len(rows)))
+            for host, row in rows:
+                if row["differences"] is None:
+                    print("  %-20s no snapshot yet" % host)
+                elif not row["differences"]:
+                    print("  %-20s in line with the registry" % host)
+                else:
+                    print("  %-20s %d difference(s):" % (host, len(row["differences"])))
+                    for item in row["differences"]:
+                        print(
+                            "    %-9s %s: registry %s, terminal %s"
+                            % (item["aspect"], item["path"], item["desired"], item["actual"])
+                        )
+        print("%(drifted)d of %(terminals)d terminals drifted, %(no_snapshot)d without a snapshot" % summary)
+
+    _print({"summary": summary, "terminals": report}, args.json, text)
+    return 1 if args.fail_on_drift and summary["drifted"] else 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="ipm-config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--store", default=DEFAULT_STORE, help="history store directory (default: %(default)s, or $IPM_HISTORY_STORE)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    history = commands.add_parser("history", help="a terminal's snapshots, oldest first")
+    history.add_argument("terminal_id")
+    history.set_defaults(func=cmd_history)
+
+    diff = commands.add_parser("diff", help="what changed on a terminal between two dates")
+    diff.add_argument("terminal_id")
+    diff.add_argument("start", help="ISO date or time (a date alone means the end of that day)")
+    diff.add_argument("end", nargs="?", default="9999-12-31", help="ISO date or time (default: now)")
+    diff.set_defaults(func=cmd_diff)
+
+    def selection(sub):
+        sub.add_argument(
+            "-i", "--inventory", default=DEFAULT_INVENTORY, help="the registry inventory (default: %(default)s)"
+        )
+        sub.add_argument("--customer", help="only this customer's terminals")
+        sub.add_argument("--site", help="only this site's terminals")
+        sub.add_argument("--terminal", action="append", help="only this terminal (repeatable)")
+
+    show = commands.add_parser("show", help="the configuration of terminals (a site, a customer) as of a date")
+    show.add_argument("date", help="ISO date or time")
+    selection(show)
+    show.set_defaults(func=cmd_show)
+
+    drift_parser = commands.add_parser(
+        "drift", help="registry (desired) against the last snapshot, per customer, site and terminal"
+    )
+    selection(drift_parser)
+    drift_parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any terminal drifted")
+    drift_parser.set_defaults(func=cmd_drift)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (UsageError, HistoryError) as error:
+        print("ipm-config: %s" % error, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
