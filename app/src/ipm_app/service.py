@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import random
 import signal
@@ -308,7 +309,8 @@ def setup_logging(log_file: str, level: str) -> None:
     handlers: list[logging.Handler] = [stderr]
     try:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # Terminals have small disks: rotate at 5 MiB, keep 3 old files.
+        file_handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=5 << 20, backupCount=3, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(file_handler)
     except OSError as exc:
