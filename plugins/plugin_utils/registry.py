@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import difflib
 import functools
+import gc
 import ipaddress
 import os
 import re
 
 import yaml
 
-from .registry_spec import DEFAULTS, ID_PATTERN, NAME_PATTERN, OBJECTS, Field
+from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import check_value
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import (
+    DEFAULTS,
+    ID_PATTERN,
+    NAME_PATTERN,
+    OBJECTS,
+    Field,
+)
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -174,8 +182,57 @@ def window_problems(window) -> list[tuple[tuple, str, str, str]]:
 # --------------------------------------------------------------------------- loading
 
 
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+class _SlowPath(Exception):
+    """The document needs PyYAML's full constructor (merge keys, odd tags, unhashable keys...)."""
+
+
+def _construct(node):
+    # PyYAML's constructor is pure Python even under the C loader and costs more than parsing: plain
+    # strings, mappings and lists (nearly all of a registry) are built directly from the node tree.
+    tag = node.tag
+    kind = type(node)
+    if kind is yaml.ScalarNode:
+        if tag == _STR:
+            return node.value
+        constructor = _CONSTRUCTOR.yaml_constructors.get(tag)
+        if constructor is None:
+            raise _SlowPath
+        return constructor(_CONSTRUCTOR, node)
+    if kind is yaml.MappingNode and tag == _MAP:
+        result = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _SlowPath
+            key = _construct(key_node)
+            if isinstance(key, (dict, list)):
+                raise _SlowPath
+            result[key] = _construct(value_node)
+        return result
+    if kind is yaml.SequenceNode and tag == _SEQ:
+        return [_construct(item) for item in node.value]
+    raise _SlowPath
+
+
 def load_yaml(path: str):
-    """Parse one YAML file with the fastest safe loader."""
+    """Parse one YAML file with the fastest safe loader (same results as ``yaml.load`` with SafeLoader)."""
+    with open(path, "rb") as stream:
+        loader = _Loader(stream)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    if node is None:
+        return None
+    try:
+        return _construct(node)
+    except (_SlowPath, RecursionError, TypeError, ValueError, yaml.YAMLError):
+        pass
     with open(path, "rb") as stream:
         return yaml.load(stream, Loader=_Loader)
 
@@ -417,8 +474,11 @@ def layered_parameters(release: Release | None, customer, site, terminal, with_s
         ("terminal", terminal.get("parameters") or {}),
     ]
     merged: dict = {}
+    known = release.parameters if release else None
     for source, values in layers:
         for name, value in values.items():
+            if known is not None and name not in known:
+                continue  # a customer or site value meant for the other releases of its terminals
             merged[name] = {"value": value, "source": source} if with_sources else value
     return merged
 
@@ -509,26 +569,17 @@ def _add_release(fleet, data, rel, problems):
     fleet.releases[version] = Release(version, models, good_parameters, rel)
 
 
-def _parameter_problem(spec, value):
-    """(expected, found) when ``value`` does not fit the release's parameter schema, else None."""
-    kind = spec.get("type")
-    type_ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-    }.get(kind, False)
-    if not type_ok:
-        return f"a value of type {kind}", describe(value)
-    choices = spec.get("choices")
-    if isinstance(choices, list) and value not in choices:
-        return "one of " + ", ".join(map(str, choices)), describe(value)
-    low, high = spec.get("min"), spec.get("max")
-    if isinstance(low, (int, float)) and not isinstance(value, (bool, str)) and value < low:
-        return f"at least {low}", describe(value)
-    if isinstance(high, (int, float)) and not isinstance(value, (bool, str)) and value > high:
-        return f"at most {high}", describe(value)
-    return None
+def _parameter_problem(name, spec, value):
+    """(expected, found) when ``value`` does not fit the release's parameter schema, else None.
+
+    The rules are the application's own (``module_utils/release_manifest.py``), so the registry
+    accepts exactly what a terminal will.
+    """
+    try:
+        fault = check_value(name, value, spec)
+    except (TypeError, KeyError, ValueError):
+        return "a value the release's (malformed) schema accepts", describe(value)
+    return (fault.expected, fault.found) if fault else None
 
 
 def load_fleet(path: str) -> tuple[Fleet, list[Problem]]:
@@ -538,6 +589,18 @@ def load_fleet(path: str) -> tuple[Fleet, list[Problem]]:
     problems come sorted by file, then line; each names the file, the key path, what was expected
     and what was found.
     """
+    # Hundreds of thousands of small containers, none cyclic: the cyclic collector would rescan them
+    # over and over while they are built (a third of the load time at 10,000 terminals).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_fleet(path)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load_fleet(path: str) -> tuple[Fleet, list[Problem]]:
     problems: list[Problem] = []
     try:
         registry_dir = resolve_registry_dir(path)
@@ -806,7 +869,7 @@ def _check_parameters(fleet, release, customer, site, terminal, keys, site_keys,
                     describe(name),
                 )
                 continue
-            fault = _parameter_problem(spec, value)
+            fault = _parameter_problem(name, spec, value)
             if fault:
                 report((*where, name), f"value outside release {release.version}'s schema", fault[0], fault[1])
 
@@ -868,6 +931,91 @@ def validate(path: str) -> Fleet:
 # --------------------------------------------------------------------------- the inventory
 
 
+def customer_vars(customer) -> dict:
+    """Variables of the ``customer_<id>`` group."""
+    return {
+        "ipm_customer_name": customer.get("name"),
+        "ipm_customer_country": customer.get("country"),
+        "ipm_customer_languages": customer.get("languages") or [],
+        "ipm_contract": customer.get("contract") or {},
+        "ipm_contacts": customer.get("contacts") or [],
+        "ipm_customer_parameters": customer.get("parameters") or {},
+    }
+
+
+def site_vars(customer, site) -> dict:
+    """Variables of the ``site_<id>`` group (country and language default to the customer's)."""
+    languages = customer.get("languages") or []
+    return {
+        "ipm_site_name": site.get("name"),
+        "ipm_site_city": site.get("city"),
+        "ipm_site_country": site.get("country") or customer.get("country"),
+        "ipm_site_timezone": site.get("timezone"),
+        "ipm_site_language": site.get("language") or (languages[0] if languages else None),
+        "ipm_site_windows": site.get("windows") or [],
+        "ipm_site_network": site.get("network") or {},
+        "ipm_site_address": site.get("address") or {},
+        "ipm_site_parameters": site.get("parameters") or {},
+    }
+
+
+def host_vars(customer, site, terminal) -> dict:
+    """Variables of one terminal's host."""
+    return {
+        "ansible_host": terminal["address"],
+        "ipm_terminal_id": terminal["id"],
+        "ipm_customer_id": customer["id"],
+        "ipm_site_id": site["id"],
+        "ipm_model": terminal["model"],
+        "ipm_serial_number": terminal["serial_number"],
+        "ipm_release": desired_release(customer, site, terminal),
+        "ipm_ring": terminal.get("ring") or DEFAULTS["ring"],
+        "ipm_status": terminal.get("status") or DEFAULTS["status"],
+        "ipm_interfaces": terminal.get("interfaces") or {},
+        "ipm_parameters": terminal.get("parameters") or {},
+        "ipm_tags": terminal.get("tags") or [],
+    }
+
+
+def host_groups(site, variables) -> list[str]:
+    """The groups a terminal's host is put in directly (its site, model, release, ring, status)."""
+    return [
+        "site_" + sanitize(site["id"]),
+        "model_" + sanitize(variables["ipm_model"]),
+        "release_" + sanitize(variables["ipm_release"]),
+        "ring_" + sanitize(variables["ipm_ring"]),
+        "status_" + sanitize(variables["ipm_status"]),
+    ]
+
+
+def site_parents(customer, site, variables) -> list[str]:
+    """Groups a site group is a child of: its customer, country, time zone and language."""
+    parents = ["customer_" + sanitize(customer["id"])]
+    if variables["ipm_site_country"]:
+        parents.append("country_" + sanitize(variables["ipm_site_country"]))
+    if variables["ipm_site_timezone"]:
+        parents.append("tz_" + sanitize(variables["ipm_site_timezone"]))
+    if variables["ipm_site_language"]:
+        parents.append("language_" + sanitize(variables["ipm_site_language"]))
+    return parents
+
+
+def inventory_plan_for(fleet: Fleet, customer, site, terminal) -> dict:
+    """One terminal as the inventory shows it: host variables, every group it belongs to, site and customer facts."""
+    variables = host_vars(customer, site, terminal)
+    site_group_vars = site_vars(customer, site)
+    groups = host_groups(site, variables) + site_parents(customer, site, site_group_vars)
+    tier = (customer.get("contract") or {}).get("sla_tier")
+    if tier:
+        groups.append("sla_" + sanitize(tier))
+    return {
+        "host_vars": variables,
+        "groups": groups,
+        "site_vars": site_group_vars,
+        "customer_vars": customer_vars(customer),
+    }
+
+
 def inventory_plan(fleet: Fleet, include_retired: bool = False) -> dict:
     """The inventory the registry yields, as plain data (JSON-serialisable, so the plugin can cache it).
 
@@ -884,78 +1032,23 @@ def inventory_plan(fleet: Fleet, include_retired: bool = False) -> dict:
     for document in fleet.customers:
         customer = document["customer"]
         customer_group = "customer_" + sanitize(customer["id"])
-        contract = customer.get("contract") or {}
-        groups[customer_group] = {
-            "ipm_customer_name": customer.get("name"),
-            "ipm_customer_country": customer.get("country"),
-            "ipm_customer_languages": customer.get("languages") or [],
-            "ipm_contract": contract,
-            "ipm_contacts": customer.get("contacts") or [],
-            "ipm_customer_parameters": customer.get("parameters") or {},
-        }
-        if contract.get("sla_tier"):
-            sla_group = "sla_" + sanitize(contract["sla_tier"])
-            groups.setdefault(sla_group, {})
-            children.append([sla_group, customer_group])
-        languages = customer.get("languages") or []
+        groups[customer_group] = customer_vars(customer)
+        tier = (customer.get("contract") or {}).get("sla_tier")
+        if tier:
+            groups.setdefault("sla_" + sanitize(tier), {})
+            children.append(["sla_" + sanitize(tier), customer_group])
         for site in document["sites"]:
             site_group = "site_" + sanitize(site["id"])
-            country = site.get("country") or customer.get("country")
-            language = site.get("language") or (languages[0] if languages else None)
-            groups[site_group] = {
-                "ipm_site_name": site.get("name"),
-                "ipm_site_city": site.get("city"),
-                "ipm_site_country": country,
-                "ipm_site_timezone": site.get("timezone"),
-                "ipm_site_language": language,
-                "ipm_site_windows": site.get("windows") or [],
-                "ipm_site_network": site.get("network") or {},
-                "ipm_site_address": site.get("address") or {},
-                "ipm_site_parameters": site.get("parameters") or {},
-            }
-            children.append([customer_group, site_group])
-            for parent in (
-                "country_" + sanitize(country) if country else None,
-                "tz_" + sanitize(site["timezone"]) if site.get("timezone") else None,
-                "language_" + sanitize(language) if language else None,
-            ):
-                if parent:
-                    groups.setdefault(parent, {})
-                    children.append([parent, site_group])
+            variables = site_vars(customer, site)
+            groups[site_group] = variables
+            for parent in site_parents(customer, site, variables):
+                groups.setdefault(parent, {})
+                children.append([parent, site_group])
             for terminal in site["terminals"]:
-                status = terminal.get("status") or DEFAULTS["status"]
-                if status == "retired" and not include_retired:
+                if terminal.get("status") == "retired" and not include_retired:
                     continue
-                ring = terminal.get("ring") or DEFAULTS["ring"]
-                release = desired_release(customer, site, terminal)
-                model = terminal["model"]
-                host_vars = {
-                    "ansible_host": terminal["address"],
-                    "ipm_terminal_id": terminal["id"],
-                    "ipm_customer_id": customer["id"],
-                    "ipm_site_id": site["id"],
-                    "ipm_model": model,
-                    "ipm_serial_number": terminal["serial_number"],
-                    "ipm_release": release,
-                    "ipm_ring": ring,
-                    "ipm_status": status,
-                    "ipm_interfaces": terminal.get("interfaces") or {},
-                    "ipm_parameters": terminal.get("parameters") or {},
-                    "ipm_tags": terminal.get("tags") or [],
-                }
-                hosts.append(
-                    [
-                        terminal["id"],
-                        host_vars,
-                        [
-                            site_group,
-                            "model_" + sanitize(model),
-                            "release_" + sanitize(release),
-                            "ring_" + sanitize(ring),
-                            "status_" + sanitize(status),
-                        ],
-                    ]
-                )
+                variables = host_vars(customer, site, terminal)
+                hosts.append([terminal["id"], variables, host_groups(site, variables)])
     for host in hosts:
         for group in host[2]:
             if group not in groups:

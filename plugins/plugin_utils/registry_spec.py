@@ -11,7 +11,7 @@ Semantic rules (time zones, codes, windows, releases) live in the validator only
 
 from __future__ import annotations
 
-from .registry_codes import COUNTRY_CODES, LANGUAGE_CODES
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_codes import COUNTRY_CODES, LANGUAGE_CODES
 
 # Identifiers become inventory names (host names, group suffixes): lower case, digits, single dashes.
 ID_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"

@@ -1,0 +1,206 @@
+"""ipm-registry: validate the fleet registry, list its terminals, show one terminal as playbooks see it.
+
+    ipm-registry validate [PATH]          every problem (file:line: key path: ...), exit 1; else a summary
+    ipm-registry list [-r PATH]           one line per terminal
+    ipm-registry show TERMINAL [-r PATH]  its variables, its site and customer, its effective parameters
+
+PATH is a registry directory (holding catalog.yml), or an inventory directory or ``*.ipm_registry.yml``
+file that names one; the default is $IPM_REGISTRY, else ``inventories/demo``. ``--format json`` gives
+machine-readable output. The rules are the collection's ``plugins/plugin_utils/registry.py``, the same
+the ``ipm.fleet.registry`` inventory plugin applies. See docs/registry.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+
+DEFAULT_PATH = "inventories/demo"
+
+
+def _load(path):
+    fleet, problems = reg.load_fleet(path)
+    return fleet, problems
+
+
+def _summary(fleet):
+    customers = len(fleet.customers)
+    sites = sum(len(document["sites"]) for document in fleet.customers)
+    statuses: dict[str, int] = {}
+    for _, _, terminal in fleet.terminals():
+        status = terminal.get("status") or reg.DEFAULTS["status"]
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "registry": reg.display_path(fleet.registry_dir),
+        "customers": customers,
+        "sites": sites,
+        "terminals": sum(statuses.values()),
+        "terminals_by_status": dict(sorted(statuses.items())),
+        "models": sorted(fleet.models),
+        "releases": sorted(fleet.releases),
+    }
+
+
+def _fail_invalid(problems, output_format):
+    if output_format == "json":
+        print(json.dumps({"valid": False, "problems": [p.as_dict() for p in problems]}, indent=2))
+    else:
+        print(reg.format_report(problems), file=sys.stderr)
+    return 1
+
+
+def cmd_validate(args):
+    fleet, problems = _load(args.path)
+    if problems:
+        return _fail_invalid(problems, args.format)
+    summary = _summary(fleet)
+    if args.format == "json":
+        print(json.dumps({"valid": True, "problems": [], "summary": summary}, indent=2))
+    else:
+        by_status = ", ".join(f"{count} {status}" for status, count in summary["terminals_by_status"].items())
+        print(
+            f"{summary['registry']}: valid: {summary['customers']} customers, {summary['sites']} sites, "
+            f"{summary['terminals']} terminals ({by_status}), models {', '.join(summary['models'])}, "
+            f"releases {', '.join(summary['releases'])}"
+        )
+    return 0
+
+
+def _row(customer, site, terminal):
+    return {
+        "terminal": terminal["id"],
+        "customer": customer["id"],
+        "site": site["id"],
+        "model": terminal["model"],
+        "release": reg.desired_release(customer, site, terminal),
+        "ring": terminal.get("ring") or reg.DEFAULTS["ring"],
+        "status": terminal.get("status") or reg.DEFAULTS["status"],
+        "address": terminal["address"],
+        "timezone": site["timezone"],
+    }
+
+
+def cmd_list(args):
+    fleet, problems = _load(args.registry)
+    if problems:
+        return _fail_invalid(problems, args.format)
+    rows = [_row(c, s, t) for c, s, t in fleet.terminals()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no terminals")
+        return 0
+    columns = list(rows[0])
+    widths = {col: max(len(col), *(len(str(row[col])) for row in rows)) for col in columns}
+    print("  ".join(col.upper().ljust(widths[col]) for col in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row[col]).ljust(widths[col]) for col in columns).rstrip())
+    return 0
+
+
+def _redacted(parameters, release):
+    shown = {}
+    for name, item in parameters.items():
+        spec = release.parameters.get(name, {}) if release else {}
+        if spec.get("secret") and item["value"] not in ("", None):
+            item = {"value": "(secret)", "source": item["source"]}
+        shown[name] = item
+    return shown
+
+
+def cmd_show(args):
+    fleet, problems = _load(args.registry)
+    if problems:
+        return _fail_invalid(problems, args.format)
+    found = fleet.find_terminal(args.terminal)
+    if found is None:
+        known = [t["id"] for _, _, t in fleet.terminals()]
+        hint = reg.suggest(args.terminal, known)
+        print(
+            f"ipm-registry: error: no terminal {args.terminal!r} in {reg.display_path(fleet.registry_dir)}{hint}; `ipm-registry list` shows them",
+            file=sys.stderr,
+        )
+        return 2
+    customer, site, terminal = found
+    plan = reg.inventory_plan_for(fleet, customer, site, terminal)
+    release = fleet.releases.get(plan["host_vars"]["ipm_release"])
+    parameters = _redacted(reg.layered_parameters(release, customer, site, terminal, with_sources=True), release)
+    document = {
+        "terminal": args.terminal,
+        "host_vars": plan["host_vars"],
+        "groups": plan["groups"],
+        "site_vars": plan["site_vars"],
+        "customer_vars": plan["customer_vars"],
+        "effective_parameters": parameters,
+    }
+    if args.format == "json":
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    print(f"terminal {args.terminal}  (site {site['id']}, customer {customer['id']})")
+    print("groups: " + ", ".join(plan["groups"]))
+    for title, values in (
+        ("host variables", plan["host_vars"]),
+        ("site group", plan["site_vars"]),
+        ("customer group", plan["customer_vars"]),
+    ):
+        print(f"\n{title}:")
+        for key, value in values.items():
+            print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    print("\neffective parameters (release defaults < customer < site < terminal):")
+    width = max((len(name) for name in parameters), default=0)
+    for name, item in sorted(parameters.items()):
+        print(f"  {name.ljust(width)}  {json.dumps(item['value'], ensure_ascii=False):<28} from {item['source']}")
+    return 0
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")
+    registry_default = os.environ.get("IPM_REGISTRY", DEFAULT_PATH)
+
+    parser = argparse.ArgumentParser(
+        prog="ipm-registry",
+        description="Validate and query the ipm.fleet registry (customers, sites, terminals).",
+        epilog="Exit status: 0 valid/ok, 1 the registry has problems, 2 usage error or unknown terminal.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser(
+        "validate", parents=[common], help="report every problem of the registry (exit 1), or a summary"
+    )
+    validate.add_argument(
+        "path", nargs="?", default=registry_default, help=f"registry or inventory path (default {registry_default})"
+    )
+    validate.set_defaults(handler=cmd_validate)
+
+    listing = sub.add_parser("list", parents=[common], help="list the terminals")
+    listing.add_argument(
+        "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
+    )
+    listing.set_defaults(handler=cmd_list)
+
+    show = sub.add_parser("show", parents=[common], help="one terminal: variables, groups, effective parameters")
+    show.add_argument("terminal", help="terminal id (inventory host name)")
+    show.add_argument(
+        "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
+    )
+    show.set_defaults(handler=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except OSError as exc:
+        print(f"ipm-registry: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
