@@ -1,0 +1,398 @@
+"""The registry validator, layering and inventory plan (plugins/plugin_utils/registry.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import json_schema
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: helpers beside the tests
+import registry_builder as rb
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "registry" / "demo"
+
+
+def problems_of(tmp_path, catalog=None, customers=None, raw=None):
+    config = rb.write(tmp_path, catalog, customers, raw)
+    fleet, problems = reg.load_fleet(str(config))
+    return fleet, problems
+
+
+def test_base_fleet_is_valid(tmp_path):
+    fleet, problems = problems_of(tmp_path)
+    assert problems == []
+    assert sorted(t["id"] for _, _, t in fleet.terminals()) == ["a-001", "a-002", "b-001", "b-002"]
+    assert sorted(fleet.releases) == ["1.0.0", "2.0.0"]
+
+
+def test_demo_fleet_is_valid():
+    fleet, problems = reg.load_fleet(str(ROOT / "inventories" / "demo"))
+    assert [str(p) for p in problems] == []
+    terminals = list(fleet.terminals())
+    assert len(fleet.customers) >= 3 and len(terminals) >= 12
+    assert len({c["customer"]["country"] for c in fleet.customers}) >= 3
+    zones = {site["timezone"] for document in fleet.customers for site in document["sites"]}
+    assert {"Australia/Sydney", "America/Santiago", "Europe/Paris"} <= zones
+    assert {t["model"] for _, _, t in terminals} == {"PS-200", "PS-300", "TK-110"}
+
+
+# Each case: (what it breaks, mutation of (catalog, customers), file, key path, words in the message).
+def _set(path, value):
+    def mutate(catalog, customers):
+        target = customers if path[0].endswith(".yml") else catalog
+        keys = path if path[0].endswith(".yml") else path[1:]
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return mutate
+
+
+def _delete(path):
+    def mutate(catalog, customers):
+        target = customers
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+
+    return mutate
+
+
+T0 = ("alpha.yml", "sites", 0, "terminals", 0)
+S0 = ("alpha.yml", "sites", 0)
+
+CASES = [
+    (
+        "unknown terminal key",
+        _set((*T0, "modle"), "PS-300"),
+        "alpha.yml",
+        "sites[0].terminals[0].modle",
+        "unknown key (did you mean 'model'?)",
+    ),
+    (
+        "unknown customer key",
+        _set(("alpha.yml", "customer", "contrat"), {}),
+        "alpha.yml",
+        "customer.contrat",
+        "did you mean 'contract'",
+    ),
+    ("missing time zone", _delete((*S0, "timezone")), "alpha.yml", "sites[0].timezone", "missing required key"),
+    (
+        "unknown model",
+        _set((*T0, "model"), "PS-301"),
+        "alpha.yml",
+        "sites[0].terminals[0].model",
+        "unknown model (did you mean",
+    ),
+    (
+        "unknown release",
+        _set((*T0, "release"), "1.0.9"),
+        "alpha.yml",
+        "sites[0].terminals[0].release",
+        "unknown release",
+    ),
+    (
+        "unknown customer release",
+        _set(("alpha.yml", "customer", "release"), "9.9.9"),
+        "alpha.yml",
+        "customer.release",
+        "unknown release",
+    ),
+    (
+        "invalid time zone",
+        _set((*S0, "timezone"), "Europe/Pariss"),
+        "alpha.yml",
+        "sites[0].timezone",
+        "unknown IANA time zone (did you mean 'Europe/Paris'?)",
+    ),
+    (
+        "window start",
+        _set((*S0, "windows"), [{"days": ["sat"], "start": "25:00", "duration_minutes": 60}]),
+        "alpha.yml",
+        "sites[0].windows[0].start",
+        "malformed value",
+    ),
+    (
+        "window duration",
+        _set((*S0, "windows"), [{"days": ["sat"], "start": "23:00", "duration_minutes": 2000}]),
+        "alpha.yml",
+        "sites[0].windows[0].duration_minutes",
+        "too large",
+    ),
+    (
+        "window day",
+        _set((*S0, "windows"), [{"days": ["sat", "funday"], "start": "23:00", "duration_minutes": 60}]),
+        "alpha.yml",
+        "sites[0].windows[0].days[1]",
+        "unknown value",
+    ),
+    (
+        "window no day",
+        _set((*S0, "windows"), [{"days": [], "start": "23:00", "duration_minutes": 60}]),
+        "alpha.yml",
+        "sites[0].windows[0].days",
+        "empty list",
+    ),
+    (
+        "window unknown key",
+        _set((*S0, "windows"), [{"days": ["sat"], "start": "23:00", "duration": 60}]),
+        "alpha.yml",
+        "sites[0].windows[0].duration",
+        "unknown key (did you mean 'duration_minutes'?)",
+    ),
+    (
+        "unknown country",
+        _set(("alpha.yml", "customer", "country"), "XX"),
+        "alpha.yml",
+        "customer.country",
+        "unknown value",
+    ),
+    (
+        "lower-case country",
+        _set(("alpha.yml", "customer", "country"), "fr"),
+        "alpha.yml",
+        "customer.country",
+        "did you mean 'FR'",
+    ),
+    ("unquoted NO", _set((*S0, "country"), False), "alpha.yml", "sites[0].country", "wrong type"),
+    (
+        "unknown language",
+        _set(("alpha.yml", "customer", "languages"), ["fr", "xx"]),
+        "alpha.yml",
+        "customer.languages[1]",
+        "unknown value",
+    ),
+    ("site language", _set((*S0, "language"), "french"), "alpha.yml", "sites[0].language", "unknown value"),
+    (
+        "parameter above max",
+        _set((*T0, "parameters"), {"max_amount": 5000.0}),
+        "alpha.yml",
+        "sites[0].terminals[0].parameters.max_amount",
+        "outside release 1.0.0's schema",
+    ),
+    (
+        "parameter wrong type",
+        _set((*S0, "parameters"), {"idle_timeout_s": "ninety"}),
+        "alpha.yml",
+        "sites[0].parameters.idle_timeout_s",
+        "outside release 1.0.0's schema",
+    ),
+    (
+        "parameter choice",
+        _set(("alpha.yml", "customer", "parameters"), {"currency": "JPY"}),
+        "alpha.yml",
+        "customer.parameters.currency",
+        "schema",
+    ),
+    (
+        "unknown parameter",
+        _set((*T0, "parameters"), {"idle_timeout": 30}),
+        "alpha.yml",
+        "sites[0].terminals[0].parameters.idle_timeout",
+        "has no parameter 'idle_timeout' (did you mean 'idle_timeout_s'?)",
+    ),
+    (
+        "unsupported model",
+        _set(("bravo.yml", "sites", 0, "terminals", 1, "release"), "2.0.0"),
+        "bravo.yml",
+        "sites[0].terminals[1].model",
+        "release 2.0.0 does not support model PS-200",
+    ),
+    (
+        "interface of model",
+        _set((*T0, "interfaces"), {"coin_acceptor": {}}),
+        "alpha.yml",
+        "sites[0].terminals[0].interfaces.coin_acceptor",
+        "model PS-300 has no such interface",
+    ),
+    (
+        "bad address",
+        _set((*T0, "address"), "127.0.0.999"),
+        "alpha.yml",
+        "sites[0].terminals[0].address",
+        "not an IP address or DNS name",
+    ),
+    (
+        "bad VPN subnet",
+        _set((*S0, "network"), {"vpn_subnet": "10.1.2.3/24"}),
+        "alpha.yml",
+        "sites[0].network.vpn_subnet",
+        "not a network",
+    ),
+    ("bad ring", _set((*T0, "ring"), "canari"), "alpha.yml", "sites[0].terminals[0].ring", "did you mean 'canary'"),
+    ("bad id", _set((*T0, "id"), "A_001"), "alpha.yml", "sites[0].terminals[0].id", "malformed value"),
+    (
+        "repair before response",
+        _set(("alpha.yml", "customer", "contract", "targets", "major", "repair_hours"), 1),
+        "alpha.yml",
+        "customer.contract.targets.major.repair_hours",
+        "shorter than the response",
+    ),
+    (
+        "no release at all",
+        _delete(("alpha.yml", "customer", "release")),
+        "alpha.yml",
+        "sites[0].terminals[0].release",
+        "no desired release",
+    ),
+    ("catalog unknown key", _set(("catalog", "model"), {}), "catalog.yml", "model", "did you mean 'models'"),
+    (
+        "catalog interface name",
+        _set(("catalog", "models", "PS-300", "interfaces"), ["payment", "Camera Port"]),
+        "catalog.yml",
+        "models.PS-300.interfaces[1]",
+        "malformed value",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "file", "path", "words"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_each_kind_of_problem_is_reported_with_file_and_key_path(tmp_path, mutate, file, path, words):
+    catalog, customers = rb.base()
+    mutate(catalog, customers)
+    _, problems = problems_of(tmp_path, catalog, customers)
+    matching = [p for p in problems if p.file.endswith(file) and p.path == path]
+    assert matching, f"no problem at {file} {path}; got: {[str(p) for p in problems]}"
+    assert any(words in p.message for p in matching), [str(p) for p in matching]
+    problem = matching[0]
+    assert isinstance(problem.line, int) and problem.line > 0
+    assert problem.expected and problem.found
+    assert str(problem).startswith(f"{problem.file}:{problem.line}: {path}: ")
+
+
+def test_duplicates_across_files_name_both_places(tmp_path):
+    catalog, customers = rb.base()
+    customers["bravo.yml"]["sites"][0]["terminals"][0]["id"] = "a-001"
+    customers["bravo.yml"]["sites"][0]["terminals"][1]["address"] = "127.0.99.1"
+    customers["bravo.yml"]["sites"][0]["id"] = "alpha-paris"
+    _, problems = problems_of(tmp_path, catalog, customers)
+    text = "\n".join(map(str, problems))
+    assert "sites[0].terminals[0].id: duplicate terminal id" in text and "already at" in text and "alpha.yml" in text
+    assert "sites[0].terminals[1].address: duplicate terminal address" in text
+    assert "sites[0].id: duplicate site id" in text
+    assert all(p.file.endswith("bravo.yml") for p in problems)
+
+
+def test_one_pass_reports_every_problem(tmp_path):
+    catalog, customers = rb.base()
+    customers["alpha.yml"]["sites"][0]["timezone"] = "Mars/Olympus"
+    customers["alpha.yml"]["sites"][0]["terminals"][0]["model"] = "PS-999"
+    customers["bravo.yml"]["customer"]["country"] = "ZZ"
+    customers["bravo.yml"]["sites"][0]["terminals"][0]["colour"] = "blue"
+    _, problems = problems_of(tmp_path, catalog, customers)
+    assert len(problems) == 4, [str(p) for p in problems]
+    report = reg.format_report(problems)
+    assert report.splitlines()[0] == "4 problem(s) in the fleet registry:"
+
+
+def test_yaml_traps_are_explained(tmp_path):
+    text = (
+        "customer: {id: gamma, name: G, country: NO, languages: [nb], contract: {}}\n"
+        "sites:\n"
+        "  - id: gamma-oslo\n"
+        "    name: Oslo\n"
+        "    city: Oslo\n"
+        "    timezone: Europe/Oslo\n"
+        "    windows: [{days: [sun], start: 23:30, duration_minutes: 60}]\n"
+        "    release: 1.0\n"
+    )
+    _, problems = problems_of(tmp_path, raw={"customers/gamma.yml": text})
+    by_path = {p.path: p for p in problems if p.file.endswith("gamma.yml")}
+    assert "quote it" in by_path["customer.country"].found and by_path["customer.country"].line == 1
+    assert (
+        "integer 1410" in by_path["sites[0].windows[0].start"].found and by_path["sites[0].windows[0].start"].line == 7
+    )
+    assert "quote versions" in by_path["sites[0].release"].found
+
+
+def test_yaml_syntax_error_has_its_line(tmp_path):
+    _, problems = problems_of(tmp_path, raw={"customers/broken.yml": "customer:\n  id: x\n  name: [unclosed\n"})
+    problem = next(p for p in problems if p.file.endswith("broken.yml"))
+    assert "YAML syntax error" in problem.message and problem.line and problem.line >= 3
+
+
+def test_missing_catalog_and_missing_releases_dir(tmp_path):
+    _, problems = problems_of(tmp_path / "a", catalog=...)
+    assert [p.message for p in problems] == ["no catalog"]
+    catalog, _ = rb.base()
+    catalog["releases_dir"] = "nowhere"
+    _, problems = problems_of(tmp_path / "b", catalog=catalog)
+    assert any(p.path == "releases_dir" and p.message == "no such directory" for p in problems)
+
+
+def test_window_crossing_midnight_is_valid():
+    assert reg.window_problems({"days": ["sat"], "start": "23:30", "duration_minutes": 240}) == []
+    faults = reg.window_problems({"days": ["sat"], "start": "7:30", "duration_minutes": 0})
+    assert {keys for keys, *_ in faults} == {("start",), ("duration_minutes",)}
+
+
+def test_layering_release_customer_site_terminal(tmp_path):
+    fleet, problems = problems_of(tmp_path)
+    assert problems == []
+    customer, site, terminal = fleet.find_terminal("a-001")
+    release = fleet.releases["1.0.0"]
+    customer["parameters"]["plate_recognition_enabled"] = False  # a 2.0.0 parameter: not for this release
+    site["parameters"]["currency"] = "USD"
+    merged = reg.layered_parameters(release, customer, site, terminal, with_sources=True)
+    assert merged["currency"] == {"value": "USD", "source": "site"}
+    assert merged["idle_timeout_s"] == {"value": 90, "source": "site"}
+    assert merged["max_amount"] == {"value": 150.0, "source": "terminal"}
+    assert merged["payment_enabled"] == {"value": True, "source": "release 1.0.0"}
+    assert "plate_recognition_enabled" not in merged
+    assert reg.layered_parameters(release, customer, site, terminal)["currency"] == "USD"
+
+
+def test_customer_parameter_for_another_release_is_accepted(tmp_path):
+    catalog, customers = rb.base()
+    customers["bravo.yml"]["customer"]["parameters"] = {"plate_recognition_enabled": False}
+    _, problems = problems_of(tmp_path, catalog, customers)
+    assert problems == []  # b-002 runs 1.0.0, which lacks it; b-001 runs 2.0.0, which has it
+
+
+def test_inventory_plan_groups_and_vars(tmp_path):
+    fleet, _ = problems_of(tmp_path)
+    plan = reg.inventory_plan(fleet)
+    hosts = {name: (variables, groups) for name, variables, groups in plan["hosts"]}
+    assert sorted(hosts) == ["a-001", "b-001", "b-002"]  # a-002 is retired
+    variables, groups = hosts["a-001"]
+    assert variables["ansible_host"] == "127.0.99.1" and variables["ipm_release"] == "1.0.0"
+    assert groups == ["site_alpha_paris", "model_ps_300", "release_1_0_0", "ring_canary", "status_active"]
+    assert not any(
+        key.startswith(("ipm_site_", "ipm_customer_")) and key not in ("ipm_site_id", "ipm_customer_id")
+        for key in variables
+    )
+    assert ["customer_alpha", "site_alpha_paris"] in plan["children"]
+    assert ["tz_europe_paris", "site_alpha_paris"] in plan["children"]
+    assert ["sla_gold", "customer_alpha"] in plan["children"]
+    assert plan["groups"]["site_alpha_paris"]["ipm_site_language"] == "fr"  # the customer's first language
+    assert plan["groups"]["customer_bravo"]["ipm_contract"]["sla_tier"] == "silver"
+    assert "a-002" in {name for name, *_ in reg.inventory_plan(fleet, include_retired=True)["hosts"]}
+    json.dumps(plan)  # cacheable as JSON
+
+
+def test_committed_json_schema_is_the_generated_one():
+    committed = json.loads((ROOT / "registry" / "registry.schema.json").read_text())
+    assert committed == json_schema()
+
+
+def test_demo_files_validate_under_the_json_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "registry" / "registry.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    files = sorted(DEMO.rglob("*.yml"))
+    assert len(files) >= 4
+    for path in files:
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert errors == [], f"{path}: {errors[0].message}"
+    _, customers = rb.base()
+    customers["alpha.yml"]["sites"][0]["terminals"][0]["modle"] = "PS-300"
+    assert list(validator.iter_errors(customers["alpha.yml"]))
