@@ -53,7 +53,10 @@ CACHE_DIR = Path("/var/cache/ipm-lab")
 DEB_CACHE = CACHE_DIR / "debs"
 BASE_MARKER = ".ipm-lab-base.json"
 STATE_FILE = "terminal.json"
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 HEALTH_PORT = 8080
+# The release every lab terminal has when it leaves the factory.
+BASELINE_RELEASE = "2.3.1"
 DEFAULT_BOOT_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 20
 
@@ -103,6 +106,26 @@ def require_tools() -> None:
     missing = [tool for tool in ("ssh", "ssh-keygen") if shutil.which(tool) is None]
     if missing:
         raise LabError(f"{' and '.join(missing)} not found: apt-get install openssh-client")
+
+
+# Every terminal's systemd, journald, logind and dbus hold inotify instances; the kernel's default of
+# 128 per user stops the 20th terminal or so ("Failed to allocate manager object: Too many open files").
+HOST_LIMITS = {
+    Path("/proc/sys/fs/inotify/max_user_instances"): 8192,
+    Path("/proc/sys/fs/inotify/max_user_watches"): 524288,
+}
+
+
+def raise_host_limits(progress: Callable[[str], None]) -> None:
+    """Raise the host's inotify limits to what many terminals need (never lowers them)."""
+    for path, minimum in HOST_LIMITS.items():
+        try:
+            current = int(path.read_text())
+            if current < minimum:
+                path.write_text(f"{minimum}\n")
+                progress(f"raised {path.relative_to('/proc/sys')} from {current} to {minimum} for lab terminals")
+        except (OSError, ValueError) as error:
+            progress(f"warning: could not raise {path} to {minimum} ({error}); many terminals may fail to boot")
 
 
 @contextlib.contextmanager
@@ -353,13 +376,16 @@ def prepare_layer(spec: TerminalSpec, base: Path, public_key: str) -> str:
 def install_application(spec: TerminalSpec, upper: Path) -> str | None:
     """Lay the baseline release into the layer, when the application's release tool exists."""
     try:
-        from ipm_tools.release import factory_install
+        from ipm_tools.release import ReleaseError, factory_install
     except ModuleNotFoundError as error:
         if error.name != "ipm_tools.release":
             raise
         return None
-    factory_install(upper, "2.3.1", listen_address=spec.address)
-    return "2.3.1"
+    try:
+        factory_install(upper, BASELINE_RELEASE, listen_address=spec.address)
+    except ReleaseError as error:
+        raise LabError(f"terminal {spec.terminal_id}: baseline release {BASELINE_RELEASE}: {error}") from None
+    return BASELINE_RELEASE
 
 
 def start_terminal(spec: TerminalSpec, base: Path) -> dict:
@@ -496,6 +522,10 @@ def stop_terminals(states: list[dict], progress: Callable[[str], None]) -> None:
         for mount in _mounts_under(directory):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         shutil.rmtree(directory, ignore_errors=True)
+        # nspawn leaves this behind when /run is not a tmpfs (it refuses to delete on a disk file system).
+        propagate = NSPAWN_PROPAGATE / terminal
+        if propagate.is_dir() and not _mounts_under(propagate):
+            shutil.rmtree(propagate, ignore_errors=True)
         progress(f"{terminal}: stopped")
     addresses = {state["address"] for state in states if state.get("address")}
     if addresses:
@@ -504,7 +534,8 @@ def stop_terminals(states: list[dict], progress: Callable[[str], None]) -> None:
 
 def clean_leftovers(progress: Callable[[str], None]) -> dict[str, dict]:
     """Remove terminals whose nspawn is gone (after a crash); return the running ones."""
-    running, stale = {}, []
+    running: dict[str, dict] = {}
+    stale: dict[str, dict] = {}
     for terminal, state in load_states().items():
         (running if nspawn_alive(state) else stale).__setitem__(terminal, state)
     if stale:
@@ -576,6 +607,7 @@ def command_up(args: argparse.Namespace) -> int:
                 )
         base = ensure_base(_say)
         public_key = ensure_lab_key()
+        raise_host_limits(_say)
         to_start = [spec for spec in specs if spec.terminal_id not in running]
         for spec in specs:
             if spec.terminal_id in running:

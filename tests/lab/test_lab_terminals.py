@@ -1,0 +1,180 @@
+"""Lab terminals for real: booted with systemd-nspawn, reached over SSH, stopped without a trace."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ipm_tools.lab import KNOWN_HOSTS, container_pids, nspawn_alive
+
+pytestmark = pytest.mark.lab
+
+TERMINALS_DIR = Path("/var/lib/ipm-lab/terminals")
+
+
+def _state(name: str) -> dict:
+    return json.loads((TERMINALS_DIR / name / "terminal.json").read_text())
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_each_terminal_has_its_hostname_and_systemd_running(lab_terminals):
+    for name in lab_terminals.names:
+        result = lab_terminals.ssh(name, "hostname; cat /etc/hostname; systemctl is-system-running")
+        lines = result.stdout.split()
+        assert lines[:2] == [name, name]
+        assert lines[2] in ("running", "degraded")
+
+
+def test_sshd_listens_on_the_terminal_address_only(lab_terminals):
+    for name in lab_terminals.names:
+        address = lab_terminals.address(name)
+        # Terminals share the host's network: `ss -p` names the owner only for this terminal's sockets.
+        listening = lab_terminals.ssh(name, "ss -Htlnp 'sport = :22'").stdout.split("\n")
+        own = {line.split()[3] for line in listening if '"sshd"' in line}
+        assert own == {f"{address}:22"}
+
+
+def test_host_keys_are_per_terminal_and_recorded(lab_terminals):
+    recorded = {}
+    for line in KNOWN_HOSTS.read_text().splitlines():
+        address, key_type, key = line.split()[:3]
+        recorded[address] = (key_type, key)
+    keys = []
+    for name in lab_terminals.names:
+        served = lab_terminals.ssh(name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+        assert recorded[lab_terminals.address(name)] == tuple(served)
+        keys.append(served[1])
+    assert len(set(keys)) == len(keys)
+
+
+def test_hardware_identity_matches_the_inventory(lab_terminals):
+    for name in lab_terminals.names:
+        hardware = yaml.safe_load(lab_terminals.ssh(name, "cat /etc/ipm/hardware.yml").stdout)
+        assert hardware == {
+            "model": lab_terminals.hosts[name]["ipm_model"],
+            "serial_number": lab_terminals.hosts[name]["ipm_serial_number"],
+        }
+        assert hardware["model"] in ("PS-200", "PS-300", "TK-110")
+
+
+def test_peripherals_are_serial_devices_that_answer(lab_terminals):
+    name = lab_terminals.names[0]
+    interfaces = yaml.safe_load(lab_terminals.ssh(name, "cat /etc/ipm/interfaces.yml").stdout)["interfaces"]
+    assert interfaces, "a terminal has peripherals"
+    probe = base64.b64encode(
+        b"import os, sys, time\n"
+        b"fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)\n"
+        b"os.write(fd, b'STATUS\\r\\n')\n"
+        b"time.sleep(0.3)\n"
+        b"print(os.read(fd, 200).decode().strip())\n"
+    ).decode()
+    for peripheral in interfaces:
+        device = peripheral["device"]
+        assert device == f"/dev/ipm/{peripheral['name']}"
+        kind = lab_terminals.ssh(name, f"stat -L -c %F {device}").stdout.strip()
+        assert kind == "character special file"
+        answer = lab_terminals.ssh(name, f"echo {probe} | base64 -d | python3 - {device}").stdout.strip()
+        assert answer == f"{peripheral['type']} {peripheral['name']} OK"
+    payment = [p for p in interfaces if p["type"] == "payment"]
+    assert payment, "every lab model carries a payment module"
+    config = yaml.safe_load(lab_terminals.ssh(name, f"cat {payment[0]['config']}").stdout)
+    assert config["device"] == payment[0]["device"]
+
+
+def test_baseline_application_is_healthy_on_its_address(lab_terminals):
+    for name in lab_terminals.names:
+        address = lab_terminals.address(name)
+        with urllib.request.urlopen(f"http://{address}:8080/health", timeout=10) as response:
+            health = json.loads(response.read())
+        assert health["status"] == "ok"
+        assert health["version"] == "2.3.1"
+        current = lab_terminals.ssh(
+            name, "readlink -f /opt/ipm/app/current; systemctl is-active ipm-app"
+        ).stdout.split()
+        assert current == ["/opt/ipm/app/releases/2.3.1", "active"]
+
+
+def test_status_reports_state_and_app_health(lab_terminals, run_lab_command):
+    rows = {
+        row["terminal"]: row for row in json.loads(run_lab_command("status", "--json", *lab_terminals.names).stdout)
+    }
+    for name in lab_terminals.names:
+        assert rows[name]["address"] == lab_terminals.address(name)
+        assert rows[name]["state"] in ("running", "degraded")
+        assert rows[name]["app"]["status"] == "ok"
+    table = run_lab_command("status", *lab_terminals.names).stdout.splitlines()
+    assert table[0].split() == ["TERMINAL", "ADDRESS", "STATE", "PID", "APP"]
+    assert {line.split()[0] for line in table[1:]} == set(lab_terminals.names)
+
+
+def test_ansible_ping_over_real_ssh_with_host_key_checking(lab_terminals):
+    result = lab_terminals.ansible("all", "-m", "ansible.builtin.ping", "-o")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in lab_terminals.names:
+        assert f"{name} | SUCCESS" in result.stdout
+    inventory = yaml.safe_load(lab_terminals.inventory.read_text())
+    host = inventory["all"]["children"]["lab"]["hosts"][lab_terminals.names[0]]
+    assert "StrictHostKeyChecking=yes" in host["ansible_ssh_common_args"]
+
+
+def test_down_leaves_nothing_running_or_mounted(lab_factory):
+    terminals = lab_factory(1)
+    (name,) = terminals.names
+    state = _state(name)
+    upper = TERMINALS_DIR / name / "upper"
+    inside = container_pids(upper)
+    assert nspawn_alive(state) and inside, "the terminal runs before down"
+    terminals.stop()
+    assert not nspawn_alive(state)
+    assert container_pids(upper) == []
+    assert all(pid_gone(pid) for pid in inside)
+    assert not (TERMINALS_DIR / name).exists()
+    assert f"/var/lib/ipm-lab/terminals/{name}" not in Path("/proc/self/mountinfo").read_text()
+    assert state["address"] not in KNOWN_HOSTS.read_text()
+    assert not _port_open(state["address"], 22)
+
+
+def pid_gone(pid: int) -> bool:
+    """No such process, or a zombie (this machine's PID 1 does not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_up_after_a_crash_cleans_leftovers_first(lab_factory, run_lab_command):
+    terminals = lab_factory(1)
+    (name,) = terminals.names
+    state = _state(name)
+    upper = TERMINALS_DIR / name / "upper"
+    # A crash: nspawn killed hard, its container orphaned and still running on the overlay.
+    os.kill(state["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while nspawn_alive(state) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = container_pids(upper)
+    result = run_lab_command("up", name)
+    assert "left-over" in result.stdout
+    new_state = _state(name)
+    assert new_state["pid"] != state["pid"]
+    assert all(pid_gone(pid) for pid in orphans)
+    assert terminals.ssh(name, "hostname").stdout.strip() == name
+    terminals.stop()
+    assert container_pids(upper) == []
