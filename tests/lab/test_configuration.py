@@ -124,3 +124,53 @@ def test_snapshot_playbook_history_and_drift(lab_terminals, tmp_path):
     assert report["terminals"][name]["differences"] == [
         {"aspect": "parameter", "path": "parameters.values.currency", "desired": "EUR", "actual": "CHF"}
     ]
+
+
+def run_compat_report(terminals, tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(terminals.inventory),
+        str(PROJECT_ROOT / "playbooks" / "compat_report.yml"),
+        *extra,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env(), cwd=PROJECT_ROOT, timeout=600, check=False
+    )
+
+
+def test_compat_report_says_who_can_take_a_release_and_why_not(lab_terminals, tmp_path):
+    report_file = tmp_path / "compat.json"
+    upgrade = run_compat_report(
+        lab_terminals, tmp_path, "-e", "release=2.4.0", "-e", f"compat_report_file={report_file}"
+    )
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    report = json.loads(report_file.read_text())
+    assert sorted(report["compatible"]) == sorted(lab_terminals.names) and report["incompatible"] == {}
+
+    older = lab_terminals.names[0]
+    lab_terminals.ssh(
+        older, "cp /etc/ipm/hardware.yml /root/hw.yml && sed -i 's/^model: .*/model: PS-200/' /etc/ipm/hardware.yml"
+    )
+    try:
+        generation = run_compat_report(
+            lab_terminals, tmp_path, "-e", "release=3.0.0", "-e", f"compat_report_file={report_file}"
+        )
+    finally:
+        lab_terminals.ssh(older, "mv /root/hw.yml /etc/ipm/hardware.yml")
+    assert generation.returncode == 0, generation.stdout + generation.stderr
+    report = json.loads(report_file.read_text())
+    assert report["compatible"] == []
+    assert any(
+        "hardware model PS-200 is not supported by release 3.0.0" in reason for reason in report["incompatible"][older]
+    )
+    # Every terminal runs the 2.3.1 baseline: 3.0.0 only upgrades from 2.4.0.
+    for name in lab_terminals.names:
+        assert any("older than 2.4.0" in reason for reason in report["incompatible"][name])
+    assert "cannot take 3.0.0: hardware model PS-200" in generation.stdout
+
+
+def test_compat_report_refuses_an_unknown_release(lab_terminals, tmp_path):
+    result = run_compat_report(lab_terminals, tmp_path, "-e", "release=9.9.9")
+    assert result.returncode != 0
+    assert "must be one of the catalog's releases" in result.stdout
