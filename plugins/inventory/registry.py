@@ -85,6 +85,7 @@ import os  # noqa: E402
 
 from ansible.errors import AnsibleParserError  # noqa: E402
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable  # noqa: E402
+from ansible.template import trust_as_template  # noqa: E402
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import (  # noqa: E402
     fingerprint,
@@ -94,6 +95,20 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import (  # noq
 )
 
 CONFIG_SUFFIXES = (".ipm_registry.yml", ".ipm_registry.yaml")
+
+
+def _trust_in_place(container, trusted):
+    """Tag every string inside ``container`` (dicts and lists, changed in place) as trusted."""
+    items = container.items() if type(container) is dict else enumerate(container)
+    for key, value in items:
+        kind = type(value)
+        if kind is str:
+            tagged = trusted.get(value)
+            if tagged is None:
+                tagged = trusted[value] = trust_as_template(value)
+            container[key] = tagged
+        elif kind is dict or kind is list:
+            _trust_in_place(value, trusted)
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -162,6 +177,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 gc.enable()
 
     def _add_everything(self, plan):
+        # Registry values are trusted like those of a static inventory file kept in git (and then print as
+        # plain strings in ansible-inventory's output). Strings repeat a lot (models, rings, releases,
+        # devices): each distinct one is tagged once and shared, in place, without copying containers.
+        trusted: dict = {}
         inventory = self.inventory
         # Plain InventoryData underneath Ansible's proxy: its set_variable walks and re-tags every value,
         # which is most of the cost at 10,000 hosts; registry values are plain YAML data already.
@@ -170,6 +189,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for name, group_vars in plan["groups"].items():
             data.add_group(name)
             if group_vars:
+                _trust_in_place(group_vars, trusted)
                 groups[name].vars.update(group_vars)
         for parent, child in plan["children"]:
             data.add_child(parent, child)
@@ -184,6 +204,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for name, host_vars, host_groups in plan["hosts"]:
             data.add_host(name)
             host = hosts[name]
+            _trust_in_place(host_vars, trusted)
             host.vars.update(host_vars)
             for group_name in host_groups:
                 groups[group_name].add_host(host)
