@@ -3,34 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
-
-from ansible import context
-from ansible.inventory.helpers import get_group_vars
-from ansible.module_utils.common.text.converters import to_text
-from ansible.parsing.vault import EncryptedString, VaultHelper
-from ansible.plugins.callback import CallbackBase
-from ansible.utils.display import Display
-
-from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import (
-    controller_host,
-    git_commit,
-    normalise_maintenance_type,
-    os_user,
-    resolve_operator,
-    site_time,
-)
-from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (
-    AuditLogError,
-    AuditWriter,
-    generate_key,
-    load_key,
-    utc_now,
-)
-from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import MASK, NO_LOG_MARKER, Redactor
-
 DOCUMENTATION = r"""
 name: audit
 type: notification
@@ -105,6 +77,34 @@ options:
         key: checkpoint_interval
 """
 
+# Imports follow DOCUMENTATION, as ansible-test validate-modules requires.
+import os  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+from ansible import context  # noqa: E402
+from ansible.inventory.helpers import get_group_vars  # noqa: E402
+from ansible.module_utils.common.text.converters import to_text  # noqa: E402
+from ansible.parsing.vault import EncryptedString, VaultHelper  # noqa: E402
+from ansible.plugins.callback import CallbackBase  # noqa: E402
+from ansible.utils.display import Display  # noqa: E402
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import (  # noqa: E402
+    controller_host,
+    git_commit,
+    normalise_maintenance_type,
+    os_user,
+    resolve_operator,
+    utc_and_site_time,
+)
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (  # noqa: E402
+    AuditLogError,
+    AuditWriter,
+    generate_key,
+    load_key,
+)
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import MASK, NO_LOG_MARKER, Redactor  # noqa: E402
+
 display = Display()
 
 FAIL_CLOSED_EXIT_CODE = 3
@@ -114,9 +114,9 @@ _LOOP_ITEM_KEYS = ("item", "changed", "failed", "skipped", "msg", "rc", "diff")
 
 
 def _is_vaulted(value: object) -> bool:
-    if type(value) is EncryptedString:
+    if isinstance(value, EncryptedString):
         return True
-    if isinstance(value, str) and type(value) is not str:
+    if isinstance(value, str) and value.__class__ is not str:
         return VaultHelper.get_ciphertext(value, with_tags=False) is not None
     return False
 
@@ -305,7 +305,7 @@ class CallbackModule(CallbackBase):
     v2_playbook_on_handler_task_start = v2_playbook_on_task_start
 
     def v2_runner_on_start(self, host, task):
-        self._starts[(host.get_name(), task._uuid)] = (time.monotonic(), utc_now())
+        self._starts[(host.get_name(), task._uuid)] = (time.monotonic(), time.time())
 
     def v2_runner_on_ok(self, result):
         self._record(result, "ok")
@@ -324,7 +324,7 @@ class CallbackModule(CallbackBase):
         name = host.get_name()
         ctx = self._host_context(host)
         started = self._starts.pop((name, task._uuid), None)
-        now = utc_now()
+        now, now_site = utc_and_site_time(time.time(), ctx["site_timezone"])
         res = result.result
         data = {
             "run": self._run_id,
@@ -341,9 +341,9 @@ class CallbackModule(CallbackBase):
             "changed": bool(res.get("changed", False)) if isinstance(res, dict) else False,
             "ignore_errors": bool(ignore_errors),
             "check_mode": bool(task.check_mode) if task.check_mode is not None else bool(context.CLIARGS.get("check")),
-            "started": started[1] if started else None,
+            "started": utc_and_site_time(started[1], None)[0] if started else None,
             "ended": now,
-            "site_time": site_time(now, ctx["site_timezone"]),
+            "site_time": now_site,
             "duration_s": round(time.monotonic() - started[0], 3) if started else None,
         }
         if task.delegate_to:

@@ -87,8 +87,15 @@ def zone(name: str | None) -> datetime.tzinfo:
 
 def site_time(utc_iso: str, timezone_name: str | None) -> str:
     """Convert a record's UTC time (``...Z``) to ISO 8601 in the site's zone, with offset."""
-    moment = datetime.datetime.strptime(utc_iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(zone(timezone_name)).isoformat()
+    moment = datetime.datetime.fromisoformat(utc_iso.replace("Z", "+00:00"))
+    return moment.astimezone(zone(timezone_name)).isoformat(timespec="microseconds")
+
+
+def utc_and_site_time(timestamp: float, timezone_name: str | None) -> tuple[str, str]:
+    """A POSIX timestamp as (UTC ``...Z``, site-local ISO 8601 with offset)."""
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    utc = moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc, moment.astimezone(zone(timezone_name)).isoformat(timespec="microseconds")
 
 
 def normalise_maintenance_type(value: object) -> str | None:

@@ -79,7 +79,12 @@ def record_hash(record: dict) -> str:
 
 def utc_now() -> str:
     """Current UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (fixed width)."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_iso(datetime.datetime.now(datetime.timezone.utc))
+
+
+def utc_iso(moment: datetime.datetime) -> str:
+    """An aware UTC datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (isoformat is much cheaper than strftime)."""
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _encode_line(record: dict) -> tuple[bytes, str]:
@@ -297,7 +302,8 @@ class AuditWriter:
         return record
 
     def _checkpoint_locked(self, reason: str) -> dict:
-        assert self.key is not None
+        if self.key is None:
+            raise AuditLogError(f"{self.path}: no checkpoint key configured")
         data = {
             "reason": reason,
             "key_id": key_id(self.key),
@@ -308,7 +314,6 @@ class AuditWriter:
         return record
 
     def _write_head(self, seq: int, digest: str) -> None:
-        assert self.key is not None
         head = {"seq": seq, "hash": digest, "key_id": key_id(self.key), "mac": head_mac(self.key, seq, digest)}
         directory = os.path.dirname(self.path)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".audit-head-")

@@ -10,6 +10,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import (
     normalise_maintenance_type,
     resolve_operator,
     site_time,
+    utc_and_site_time,
 )
 
 
@@ -26,10 +27,10 @@ def test_operator_chain_order():
 
 
 def test_site_time_in_the_sites_zone_and_utc_fallback():
-    assert site_time("2026-07-01T12:00:00.000000Z", "Europe/Paris") == "2026-07-01T14:00:00+02:00"
-    assert site_time("2026-01-01T12:00:00.000000Z", "Australia/Sydney") == "2026-01-01T23:00:00+11:00"
-    assert site_time("2026-01-01T12:00:00.000000Z", None) == "2026-01-01T12:00:00+00:00"
-    assert site_time("2026-01-01T12:00:00.000000Z", "Not/AZone") == "2026-01-01T12:00:00+00:00"
+    assert site_time("2026-07-01T12:00:00.000000Z", "Europe/Paris") == "2026-07-01T14:00:00.000000+02:00"
+    assert site_time("2026-01-01T12:00:00.000000Z", "Australia/Sydney") == "2026-01-01T23:00:00.000000+11:00"
+    assert site_time("2026-01-01T12:00:00.000000Z", None) == "2026-01-01T12:00:00.000000+00:00"
+    assert site_time("2026-01-01T12:00:00.000000Z", "Not/AZone") == "2026-01-01T12:00:00.000000+00:00"
 
 
 def test_maintenance_type():
@@ -37,3 +38,10 @@ def test_maintenance_type():
     assert normalise_maintenance_type(None) is None
     with pytest.raises(ValueError, match="preventive, corrective, evolutive"):
         normalise_maintenance_type("urgent")
+
+
+def test_utc_and_site_time_from_a_timestamp():
+    assert utc_and_site_time(0.25, "Asia/Kolkata") == (
+        "1970-01-01T00:00:00.250000Z",
+        "1970-01-01T05:30:00.250000+05:30",
+    )
