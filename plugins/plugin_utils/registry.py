@@ -103,8 +103,10 @@ class Problem:
 def key_path(keys) -> str:
     text = ""
     for key in keys:
-        if isinstance(key, int):
+        if isinstance(key, int) and not isinstance(key, bool):
             text += f"[{key}]"
+        elif not isinstance(key, str) or not key.isprintable() or not key or "." in key or "[" in key:
+            text += f"[{key!r}]"
         else:
             text += f".{key}" if text else str(key)
     return text
@@ -495,11 +497,25 @@ def _load_file(path, rel, problems):
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        problems.append(Problem(rel, (), f"YAML syntax error: {exc.problem or exc}", "valid YAML", "", line))
+        problems.append(
+            Problem(rel, (), "YAML syntax error: " + " ".join(str(exc.problem or exc).split()), "valid YAML", "", line)
+        )
+    except yaml.reader.ReaderError as exc:
+        problems.append(
+            Problem(
+                rel,
+                (),
+                f"character {exc.character!r} not allowed in YAML at byte {exc.position}",
+                "a UTF-8 text file",
+                "a control character or invalid byte",
+            )
+        )
     except yaml.YAMLError as exc:
-        problems.append(Problem(rel, (), f"YAML error: {exc}", "valid YAML"))
+        problems.append(Problem(rel, (), "YAML error: " + " ".join(str(exc).split()), "valid YAML"))
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(rel, (), f"cannot read the file: {exc}", "a readable UTF-8 file"))
+        problems.append(
+            Problem(rel, (), "cannot read the file: " + " ".join(str(exc).split()), "a readable UTF-8 file")
+        )
     return None, False
 
 

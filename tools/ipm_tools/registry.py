@@ -103,6 +103,10 @@ def cmd_list(args):
     return 0
 
 
+def _is_secret(name, release):
+    return bool(release and release.parameters.get(name, {}).get("secret"))
+
+
 def _redacted(parameters, release):
     shown = {}
     for name, item in parameters.items():
@@ -130,6 +134,15 @@ def cmd_show(args):
     plan = reg.inventory_plan_for(fleet, customer, site, terminal)
     release = fleet.releases.get(plan["host_vars"]["ipm_release"])
     parameters = _redacted(reg.layered_parameters(release, customer, site, terminal, with_sources=True), release)
+    for values, key in (
+        (plan["host_vars"], "ipm_parameters"),
+        (plan["site_vars"], "ipm_site_parameters"),
+        (plan["customer_vars"], "ipm_customer_parameters"),
+    ):
+        values[key] = {
+            name: ("(secret)" if _is_secret(name, release) and value not in ("", None) else value)
+            for name, value in values[key].items()
+        }
     document = {
         "terminal": args.terminal,
         "host_vars": plan["host_vars"],
