@@ -652,8 +652,12 @@ def command_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _selected(names: list[str]) -> list[dict]:
+def _selected(names: list[str], missing_ok: bool = False) -> list[dict]:
     states = load_states()
+    if missing_ok:
+        names = [name for name in names if name in states]
+        if not names:
+            return []
     for name in names:
         if name not in states:
             known = ", ".join(states) or "none"
@@ -664,7 +668,7 @@ def _selected(names: list[str]) -> list[dict]:
 def command_down(args: argparse.Namespace) -> int:
     require_root("down")
     with lab_lock():
-        states = _selected(args.names)
+        states = _selected(args.names, args.missing_ok)
         if not states:
             _say("no lab terminal to stop")
             return 0
@@ -802,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
         "host keys: nothing is left running or mounted.",
     )
     down.add_argument("names", nargs="*", metavar="TERMINAL", help="terminals to stop (default: all)")
+    down.add_argument(
+        "--missing-ok", action="store_true", help="named terminals that are not up are not an error (for cleanups)"
+    )
     down.set_defaults(handler=command_down)
 
     status = commands.add_parser(
