@@ -208,6 +208,8 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_start(self, playbook):
         self._playbook = os.path.abspath(to_text(playbook._file_name))
         self._playbook_dir = os.path.dirname(self._playbook)
+        if self._writer is not None:
+            return  # a second playbook of the same ansible-playbook command: same run, same log
         try:
             self._open()  # fail closed before any task if the log cannot even be opened
         except AuditLogError as exc:

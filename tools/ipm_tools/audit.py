@@ -361,32 +361,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"audit log (default: $IPM_AUDIT_LOG or {DEFAULT_LOG})",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --log is accepted after the command too (ipm-audit verify --log FILE).
+    log_after = argparse.ArgumentParser(add_help=False)
+    log_after.add_argument("--log", default=argparse.SUPPRESS, help="audit log (same as the global --log)")
 
     p = sub.add_parser(
-        "verify", help="check the chain, hashes, signed checkpoints and head; exit 1 naming the first bad record"
+        "verify",
+        parents=[log_after],
+        help="check the chain, hashes, signed checkpoints and head; exit 1 naming the first bad record",
     )
     p.add_argument("--key-file", default=os.environ.get("IPM_AUDIT_KEY_FILE", DEFAULT_KEY), help="checkpoint key")
     p.add_argument("--no-key", action="store_true", help="check the chain only (a re-hashed forgery would pass)")
     p.add_argument("--no-head", action="store_true", help="do not require the head file (a cut tail would pass)")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("list", help="one line per task result")
+    p = sub.add_parser("list", parents=[log_after], help="one line per task result")
     _add_filters(p)
     p.add_argument("--json", action="store_true", help="JSON instead of lines")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="full records (task results, run start and end) as JSON")
+    p = sub.add_parser("show", parents=[log_after], help="full records (task results, run start and end) as JSON")
     _add_filters(p)
     p.add_argument("--seq", type=int, help="only the record with this sequence number")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("export", help="task results to CSV or JSON")
+    p = sub.add_parser("export", parents=[log_after], help="task results to CSV or JSON")
     _add_filters(p)
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--output", "-o", help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("stats", help="counts by status, customer, site, operator, module")
+    p = sub.add_parser("stats", parents=[log_after], help="counts by status, customer, site, operator, module")
     _add_filters(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
