@@ -52,14 +52,17 @@ EXAMPLES = r"""
 plugin: ipm.fleet.registry
 registry: ../../registry/demo
 
+---
 # inventories/prod/fleet.ipm_registry.yml: a real fleet kept in its own git checkout,
 # with extra groups made from the registry's variables.
 plugin: ipm.fleet.registry
 registry: /srv/fleet-registry
 strict: true
 compose:
-  # connect through the VPN address plan rather than the registry's address
-  ansible_host: "'10.8.' ~ (ipm_terminal_id | hash('md5') | int(base=16) % 250) ~ '.1'"
+  # connect by the terminal's name on the VPN rather than by the registry's address
+  ansible_host: ipm_terminal_id ~ '.vpn.ipm.example'
+  # site-local time zone as a host variable of its own
+  ipm_local_zone: ipm_site_timezone
 groups:
   # canaries of the gold and platinum contracts go first
   premium_canary: ipm_ring == 'canary' and ipm_contract.sla_tier in ['gold', 'platinum']
@@ -69,6 +72,7 @@ keyed_groups:
   - key: ipm_site_timezone.split('/')[0]
     prefix: region
 
+---
 # Retired terminals too (for an audit of the whole history), cached for an hour.
 plugin: ipm.fleet.registry
 registry: /srv/fleet-registry
