@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Simulated peripherals of a lab terminal (runs ON the terminal as ipm-peripherals.service).
 
 This file is copied into each terminal as /usr/local/lib/ipm-lab/peripherals.py; it uses only the
