@@ -322,6 +322,16 @@ class CallbackModule(CallbackBase):
         self._record(result, "unreachable")
 
     def _record(self, result, status, ignore_errors=False):
+        try:
+            self._record_result(result, status, ignore_errors)
+        except AuditStop:
+            raise
+        except Exception as exc:  # a result that cannot be recorded is treated like an unwritable log
+            self._failure(
+                f"cannot record the result of {result.task.get_name()!r} on {result.host.get_name()}: {exc!r}"
+            )
+
+    def _record_result(self, result, status, ignore_errors):
         host, task = result.host, result.task
         name = host.get_name()
         ctx = self._host_context(host)
