@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -77,19 +78,24 @@ def test_peripherals_are_serial_devices_that_answer(lab_terminals):
     name = lab_terminals.names[0]
     interfaces = yaml.safe_load(lab_terminals.ssh(name, "cat /etc/ipm/interfaces.yml").stdout)["interfaces"]
     assert interfaces, "a terminal has peripherals"
+    # On the terminal: for each device, its file type and its answer to STATUS, as JSON.
     probe = base64.b64encode(
-        b"import os, sys, time\n"
-        b"fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)\n"
-        b"os.write(fd, b'STATUS\\r\\n')\n"
-        b"time.sleep(0.3)\n"
-        b"print(os.read(fd, 200).decode().strip())\n"
+        b"import json, os, stat, sys, time\n"
+        b"report = {}\n"
+        b"for device in sys.argv[1:]:\n"
+        b"    fd = os.open(device, os.O_RDWR | os.O_NOCTTY)\n"
+        b"    os.write(fd, b'STATUS\\r\\n')\n"
+        b"    time.sleep(0.3)\n"
+        b"    report[device] = [stat.S_ISCHR(os.stat(device).st_mode), os.read(fd, 200).decode().strip()]\n"
+        b"    os.close(fd)\n"
+        b"print(json.dumps(report))\n"
     ).decode()
+    devices = [peripheral["device"] for peripheral in interfaces]
+    report = json.loads(lab_terminals.ssh(name, f"echo {probe} | base64 -d | python3 - {' '.join(devices)}").stdout)
     for peripheral in interfaces:
-        device = peripheral["device"]
-        assert device == f"/dev/ipm/{peripheral['name']}"
-        kind = lab_terminals.ssh(name, f"stat -L -c %F {device}").stdout.strip()
-        assert kind == "character special file"
-        answer = lab_terminals.ssh(name, f"echo {probe} | base64 -d | python3 - {device}").stdout.strip()
+        assert peripheral["device"] == f"/dev/ipm/{peripheral['name']}"
+        is_char_device, answer = report[peripheral["device"]]
+        assert is_char_device
         assert answer == f"{peripheral['type']} {peripheral['name']} OK"
     payment = [p for p in interfaces if p["type"] == "payment"]
     assert payment, "every lab model carries a payment module"
@@ -178,3 +184,46 @@ def test_up_after_a_crash_cleans_leftovers_first(lab_factory, run_lab_command):
     assert terminals.ssh(name, "hostname").stdout.strip() == name
     terminals.stop()
     assert container_pids(upper) == []
+
+
+def test_up_from_an_inventory_boots_exactly_its_hosts(tmp_path, run_lab_command):
+    suffix = uuid.uuid4().hex[:5]
+    octet = int(suffix, 16) % 200 + 20
+    hosts = {
+        f"inv{suffix}-a": {
+            "ansible_host": f"127.0.99.{octet}",
+            "ipm_model": "TK-110",
+            "ipm_serial_number": f"TK1-TEST-{suffix}",
+            # The registry's shape: peripheral name -> settings, `device` naming the product.
+            "ipm_interfaces": {"coin_acceptor": {"device": "nri-g13", "port": "/dev/ttyS1"}},
+        },
+        f"inv{suffix}-b": {"ansible_host": f"127.0.99.{octet + 1}", "ipm_model": "PS-200"},
+    }
+    inventory = tmp_path / "fleet.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"site_test": {"hosts": hosts}}}}))
+    try:
+        output = run_lab_command("up", "--inventory", str(inventory)).stdout
+        assert "booting 2 terminal(s)" in output
+        first, second = hosts
+        hardware = yaml.safe_load(run_lab_command("ssh", first, "cat /etc/ipm/hardware.yml").stdout)
+        assert hardware == {"model": "TK-110", "serial_number": f"TK1-TEST-{suffix}"}
+        interfaces = yaml.safe_load(run_lab_command("ssh", first, "cat /etc/ipm/interfaces.yml").stdout)
+        assert interfaces["interfaces"] == [
+            {
+                "name": "coin_acceptor",
+                "type": "coin_acceptor",
+                "device": "/dev/ipm/coin_acceptor",
+                "product": "nri-g13",
+                "port": "/dev/ttyS1",
+            }
+        ]
+        kind = run_lab_command("ssh", first, "stat -L -c %F /dev/ipm/coin_acceptor").stdout.strip()
+        assert kind == "character special file"
+        assert run_lab_command("ssh", second, "hostname").stdout.strip() == second
+        assert yaml.safe_load(run_lab_command("ssh", second, "cat /etc/ipm/hardware.yml").stdout)["model"] == "PS-200"
+        # A second `up` of the same inventory finds them up and leaves them as they are.
+        again = run_lab_command("up", "--inventory", str(inventory)).stdout
+        assert f"{first}: already up on {hosts[first]['ansible_host']}" in again
+    finally:
+        run_lab_command("down", "--missing-ok", *hosts)
+    assert not any((TERMINALS_DIR / name).exists() for name in hosts)

@@ -117,6 +117,18 @@ def test_interfaces_accept_mapping_shape():
         normalize_interfaces(["printer", "printer"], "w")
     with pytest.raises(LabError, match="/dev/ipm"):
         normalize_interfaces(["bad/name"], "w")
+    assert normalize_interfaces(["barcode_reader"], "w")[0]["name"] == "barcode_reader"
+
+
+def test_registry_device_becomes_product_and_settings_are_kept():
+    spec = spec_for(
+        "t1", "127.0.50.1", 0, {"ipm_interfaces": {"payment": {"device": "verifone-p400", "port": "/dev/ttyUSB0"}}}
+    )
+    (entry,) = interfaces_document(spec)["interfaces"]
+    assert entry["device"] == "/dev/ipm/payment"
+    assert entry["product"] == "verifone-p400"
+    assert entry["port"] == "/dev/ttyUSB0"
+    assert entry["type"] == "payment"
 
 
 def test_check_specs_refuses_clashes_with_running_terminals():

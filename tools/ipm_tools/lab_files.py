@@ -52,7 +52,10 @@ def interfaces_document(spec: TerminalSpec) -> dict:
     interfaces = []
     for item in spec.interfaces:
         entry = {"name": item["name"], "type": item["type"], "device": f"/dev/ipm/{item['name']}"}
-        entry.update({key: value for key, value in item.items() if key not in entry})
+        # In the registry `device` names the product (verifone-p400); on the terminal it is the device file.
+        if "device" in item:
+            entry["product"] = item["device"]
+        entry.update({key: value for key, value in item.items() if key not in entry and key != "device"})
         if entry["type"] == "payment":
             entry.setdefault("config", PAYMENT_CONFIG)
         interfaces.append(entry)

@@ -37,6 +37,8 @@ RESERVED_ADDRESSES = frozenset({"127.0.0.0", "127.0.0.1", "127.255.255.255"})
 # A terminal id is its hostname and its nspawn machine name: RFC 1123 labels, at most 64 characters.
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 MAX_TERMINAL_ID = 64
+# A peripheral name becomes a file name under /dev/ipm.
+_PERIPHERAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class LabError(Exception):
@@ -173,9 +175,10 @@ def normalize_interfaces(value: object, where: str) -> tuple[dict, ...]:
     seen = set()
     for item in items:
         name = str(item["name"])
-        if not _LABEL.match(name):
+        if not _PERIPHERAL.match(name):
             raise LabError(
-                f"{where}: peripheral name {name!r} must be letters, digits and '-' (it becomes /dev/ipm/{name})"
+                f"{where}: peripheral name {name!r} must be letters, digits, '-', '_' or '.', starting with a "
+                f"letter or digit (it becomes /dev/ipm/{name})"
             )
         if name in seen:
             raise LabError(f"{where}: peripheral {name!r} is listed twice")
