@@ -420,6 +420,36 @@ def start_terminal(spec: TerminalSpec, base: Path) -> dict:
     return state
 
 
+def container_init(state: dict) -> int | None:
+    """Host pid of the terminal's systemd (PID 1 inside): the child of its systemd-nspawn."""
+    pid = state.get("pid")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        status = Path(f"/proc/{children[0]}/status").read_text()
+    except (OSError, IndexError):
+        return None
+    nspid = [line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")]
+    return int(children[0]) if nspid and nspid[0][-1] == "1" else None
+
+
+def system_state(state: dict) -> str:
+    """`systemctl is-system-running` inside the terminal, entered with nsenter (no SSH handshake)."""
+    init = container_init(state)
+    if init is None:
+        return "unknown (no systemd found in the container)"
+    try:
+        result = subprocess.run(
+            ["nsenter", "-t", str(init), "-m", "-p", "-u", "-i", "systemctl", "is-system-running"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "unknown (systemctl did not answer)"
+    return result.stdout.strip() or f"unknown ({result.stderr.strip() or 'no answer'})"
+
+
 def _ssh(address: str, command: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ssh", *ssh_options(), f"root@{address}", command],
@@ -698,11 +728,9 @@ def terminal_status(state: dict) -> dict:
     if not nspawn_alive(state):
         row["state"] = "stale (run ipm-lab up or down to clean)"
         return row
-    try:
-        result = _ssh(state["address"], "systemctl is-system-running", timeout=10)
-        row["state"] = result.stdout.strip() or f"unreachable ({result.stderr.strip() or 'ssh failed'})"
-    except subprocess.TimeoutExpired:
-        row["state"] = "unreachable (ssh timeout)"
+    row["state"] = system_state(state)
+    if not _port_open(state["address"], 22):
+        row["state"] += " (sshd not answering)"
     row["app"] = app_health(state["address"])
     return row
 
@@ -814,7 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="table of terminals: address, state, pid, app health",
-        description="Show each lab terminal: address, systemd state (over SSH), nspawn pid, application health.",
+        description="Show each lab terminal: address, systemd state (read inside the container), nspawn pid, "
+        "application health (GET /health on port 8080).",
     )
     status.add_argument("names", nargs="*", metavar="TERMINAL", help="terminals to show (default: all)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
