@@ -103,7 +103,7 @@ CONFIG_SUFFIXES = (".ipm_registry.yml", ".ipm_registry.yaml")
 
 def _trust_in_place(container, trusted):
     """Tag every string inside ``container`` (dicts and lists, changed in place) as trusted."""
-    items = container.items() if type(container) is dict else enumerate(container)
+    items = container.items() if isinstance(container, dict) else enumerate(container)
     for key, value in items:
         kind = type(value)
         if kind is str:
