@@ -221,10 +221,23 @@ def _construct(node):
     raise _SlowPath
 
 
+# First characters with which a plain scalar may resolve to something else than a string under YAML 1.1
+# (bool, int, float, null, timestamp, merge, value): PyYAML's resolver is pure Python and runs on
+# every scalar; plain words starting otherwise, and every quoted scalar, are strings.
+_IMPLICIT_FIRST = frozenset("yYnNtTfFoO-+0123456789.~<=")
+
+
+class _FastLoader(_Loader):
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode and value and (not implicit[0] or value[0] not in _IMPLICIT_FIRST):
+            return _STR
+        return super().resolve(kind, value, implicit)
+
+
 def load_yaml(path: str):
     """Parse one YAML file with the fastest safe loader (same results as ``yaml.load`` with SafeLoader)."""
     with open(path, "rb") as stream:
-        loader = _Loader(stream)
+        loader = _FastLoader(stream)
         try:
             node = loader.get_single_node()
         finally:

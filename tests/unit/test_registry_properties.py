@@ -151,3 +151,60 @@ def test_plugin_reports_malformed_registries_without_traceback(customers):
             assert f"{len(problems)} problem(s) in the fleet registry" in result.stderr
         else:
             assert result.returncode == 0, result.stderr
+
+
+TRICKY = st.sampled_from(
+    [
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "~",
+        "null",
+        "",
+        "0x1F",
+        "0o17",
+        "017",
+        "1_000",
+        "23:30",
+        "1:20:30",
+        "-.inf",
+        ".NaN",
+        "2024-01-31",
+        "2024-01-31 10:00:00",
+        "<<",
+        "=",
+        "+1",
+        "-",
+        "y",
+        "n",
+        "Europe/Paris",
+        "1.0",
+        "1e3",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    document=st.recursive(
+        SCALARS | TRICKY,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS | TRICKY, inner, max_size=3),
+        max_leaves=10,
+    ),
+    style=st.sampled_from([None, "'", '"']),
+)
+def test_fast_yaml_loader_reads_what_pyyaml_reads(document, style):
+    text = yaml.safe_dump(document, default_style=style)
+    plain = (
+        "\n".join(line.replace("'", "") for line in text.splitlines()) if style == "'" else text
+    )  # unquoted variants too
+    with tempfile.TemporaryDirectory() as directory:
+        for content in (text, plain):
+            path = Path(directory) / "doc.yml"
+            path.write_text(content)
+            try:
+                expected = yaml.safe_load(content)
+            except yaml.YAMLError:
+                continue
+            assert reg.load_yaml(str(path)) == expected
