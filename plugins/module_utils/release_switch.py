@@ -28,6 +28,8 @@ from urllib.error import HTTPError, URLError
 from urllib.request import ProxyHandler, build_opener
 
 from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest as rm
+from ansible_collections.ipm.fleet.plugins.module_utils import terminal_facts
+from ansible_collections.ipm.fleet.plugins.module_utils.compat import check_compatibility
 
 APP_ROOT = "/opt/ipm/app"
 CONFIG = "/etc/ipm/app.yml"
@@ -110,8 +112,7 @@ def unpack(artifact, version, root="/"):
                 if (
                     member.name.startswith(("/", ".."))
                     or "/../" in member.name
-                    or (member.issym()
-                    and member.linkname.startswith("/"))
+                    or (member.issym() and member.linkname.startswith("/"))
                 ):
                     raise DeliveryError("artifact %s: unsafe path %s in the archive" % (artifact, member.name))
             archive.extractall(staging)
@@ -288,6 +289,17 @@ class Lock:
         self.handle.close()
 
 
+def compatibility_facts(root="/"):
+    """The facts the compatibility rules read, without the slower parts (packages, service, health)."""
+    facts = terminal_facts.collect(root, sections=("hardware", "interfaces"))
+    facts["application"] = terminal_facts.collect_application(root, query_service=False)
+    try:
+        facts["os"] = {"id": terminal_facts.os_identity(root)[0]}
+    except ValueError as exc:
+        facts["os"] = {"unknown": str(exc)}
+    return facts
+
+
 def deliver(
     version,
     artifact,
@@ -298,6 +310,7 @@ def deliver(
     settle=10.0,
     check_mode=False,
     log=None,
+    compatibility=None,
 ):
     """Put VERSION on this terminal; see the module docstring. Returns a result dict (never raises for a failed step)."""
     log = log or (lambda message: None)
@@ -316,6 +329,16 @@ def deliver(
     def step(text):
         result["steps"].append(text)
         log(text)
+
+    if compatibility is not None and previous != version:
+        verdict = check_compatibility({"version": version, "compatibility": compatibility}, compatibility_facts())
+        if not verdict["compatible"]:
+            result.update(
+                incompatible=True,
+                reasons=verdict["reasons"],
+                msg="release %s is not compatible: %s; nothing changed" % (version, "; ".join(verdict["reasons"])),
+            )
+            return result
 
     installed, _ = read_parameters()
     current_definition = None

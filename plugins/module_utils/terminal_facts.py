@@ -210,13 +210,19 @@ def _os_release(root):
     raise ValueError("neither /etc/os-release nor /usr/lib/os-release is readable")
 
 
+def os_identity(root):
+    """(id such as debian-12, the os-release fields); ValueError when os-release is unreadable."""
+    release = _os_release(root)
+    major = release.get("VERSION_ID", "").split(".")[0]
+    return ("%s-%s" % (release.get("ID", "unknown"), major) if major else release.get("ID")), release
+
+
 def collect_os(root, include_packages=True):
     facts = {}
     try:
-        release = _os_release(root)
-        major = release.get("VERSION_ID", "").split(".")[0]
+        os_id, release = os_identity(root)
         facts.update(
-            id="%s-%s" % (release.get("ID", "unknown"), major) if major else release.get("ID"),
+            id=os_id,
             distribution=release.get("PRETTY_NAME"),
             version=release.get("VERSION_ID"),
             codename=release.get("VERSION_CODENAME"),

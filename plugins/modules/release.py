@@ -49,6 +49,13 @@ options:
         applied over the migrated ones. Values are checked against the new release's schema first.
     type: dict
     default: {}
+  compatibility:
+    description:
+      - The release manifest's C(compatibility) block. When given, the terminal is checked first
+        (model, OS, free disk, upgrade path, interfaces; see the P(ipm.fleet.compat#filter) filter)
+        and an incompatible terminal is left untouched - the task is not failed, it returns
+        RV(incompatible=true) with the reasons.
+    type: dict
   keep:
     description: How many releases to keep installed.
     type: int
@@ -95,6 +102,15 @@ to_version:
   returned: always
   type: str
   sample: "2.4.0"
+incompatible:
+  description: True when the terminal cannot take the release (see O(compatibility)); nothing was changed.
+  returned: when the terminal is incompatible
+  type: bool
+reasons:
+  description: Why the terminal cannot take the release, one sentence per failed rule.
+  returned: when the terminal is incompatible
+  type: list
+  elements: str
 rolled_back:
   description: Whether the delivery failed after the switch and the previous release was restored.
   returned: always
@@ -148,6 +164,7 @@ def main():
             keep=dict(type="int", default=3),
             start_timeout=dict(type="float", default=30.0),
             settle=dict(type="float", default=10.0),
+            compatibility=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
@@ -170,6 +187,7 @@ def main():
         keep=params["keep"],
         start_timeout=params["start_timeout"],
         settle=params["settle"],
+        compatibility=params["compatibility"],
     )
     if module.check_mode:
         try:

@@ -1,0 +1,57 @@
+# -*- coding: utf-8 -*-
+# Copyright: ipm.fleet maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action for ipm.fleet.delivery: one delivery-ledger entry per terminal and attempt, on the controller."""
+
+from __future__ import annotations
+
+import datetime
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.ipm.fleet.plugins.module_utils.maintenance_window import WindowError, site_zone
+
+RESULTS = ("delivered", "already_current", "rolled_back", "failed", "deferred", "incompatible", "not_reached")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("release", "result", "from_version", "reason", "details"))
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self._task.args
+        if not args.get("release"):
+            raise AnsibleActionFail("ipm.fleet.delivery: release is required (the version delivered or attempted)")
+        if args.get("result") not in RESULTS:
+            raise AnsibleActionFail(
+                "ipm.fleet.delivery: result must be one of %s, got %r" % (", ".join(RESULTS), args.get("result"))
+            )
+        now = datetime.datetime.now(datetime.timezone.utc)
+        zone_name = task_vars.get("ipm_site_timezone") or "UTC"
+        try:
+            local = now.astimezone(site_zone(zone_name)).isoformat()
+        except WindowError:
+            local = None
+        entry = {
+            "terminal": task_vars.get("ipm_terminal_id") or task_vars.get("inventory_hostname"),
+            "customer": task_vars.get("ipm_customer_id"),
+            "site": task_vars.get("ipm_site_id"),
+            "release": str(args["release"]),
+            "from_version": args.get("from_version"),
+            "result": args["result"],
+            "reason": args.get("reason") or "",
+            "change_id": task_vars.get("change_id"),
+            "ticket_id": task_vars.get("ticket_id"),
+            "time_utc": now.isoformat(),
+            "time_local": local,
+            "timezone": zone_name,
+        }
+        if args.get("details"):
+            entry["details"] = args["details"]
+        entry["host"] = task_vars.get("inventory_hostname")
+        result.update(changed=False, delivery=entry)
+        return result

@@ -1,0 +1,141 @@
+"""playbooks/rollout.yml on 6 real lab terminals in 3 time zones (Paris, Sydney, New York)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fleet import write_fleet
+
+pytestmark = pytest.mark.lab
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def env(audit_log: Path) -> dict[str, str]:
+    variables = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT_ROOT / "ansible.cfg"), IPM_AUDIT_LOG=str(audit_log))
+    variables["PATH"] = f"{BIN}{os.pathsep}{variables.get('PATH', '')}"
+    return variables
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, run_lab_command):
+    if os.geteuid() != 0:
+        pytest.skip("lab terminals need root")
+    directory = tmp_path_factory.mktemp("rollout")
+    inventory, terminals = write_fleet(directory)
+    subprocess.run([str(BIN / "ipm-release"), "build"], check=True, capture_output=True)
+    try:
+        run_lab_command("up", "--inventory", str(inventory))
+        yield {"inventory": inventory, "terminals": terminals, "audit": directory / "audit.jsonl"}
+    finally:
+        run_lab_command("down", *terminals, check=False)
+
+
+def rollout(fleet, release: str, *options: str) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(fleet["inventory"]),
+        str(PROJECT_ROOT / "playbooks" / "rollout.yml"),
+    ]
+    command += ["-e", f"release={release}", "-e", "change_id=CHG-7001", "-e", "rollout_settle_s=6", *options]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env(fleet["audit"]), cwd=PROJECT_ROOT, timeout=1200, check=False
+    )
+    # Ansible's YAML output folds long messages over lines: compare words, not line breaks.
+    result.stdout = " ".join(result.stdout.split())
+    return result
+
+
+def current(fleet) -> dict[str, str]:
+    """The release each terminal really runs: its current link, read over SSH."""
+    command = [
+        str(BIN / "ansible"),
+        "-i",
+        str(fleet["inventory"]),
+        "all",
+        "-m",
+        "ansible.builtin.command",
+        "-a",
+        "readlink /opt/ipm/app/current",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env(fleet["audit"]), cwd=PROJECT_ROOT, timeout=600, check=False
+    )
+    answers = {}
+    for line in result.stdout.splitlines():
+        if "| CHANGED |" in line or "| SUCCESS |" in line:
+            host = line.split(" | ")[0]
+            answers[host] = None
+            last = host
+        elif line.startswith("releases/") and answers:
+            answers[last] = line.strip().split("/")[-1]
+    assert len(answers) == len(fleet["terminals"]), result.stdout + result.stderr
+    return answers
+
+
+def named(fleet, suffix: str) -> str:
+    return next(t for t in fleet["terminals"] if t.endswith(suffix))
+
+
+def test_1_broken_release_is_rolled_back_and_halts_the_rollout(fleet):
+    result = rollout(fleet, "2.4.1", "-e", "rollout_hosts=all")
+    assert result.returncode != 0
+    canary = named(fleet, "par1")
+    assert "rolled_back" in result.stdout and "ROLLOUT HALTED in ring canary" in result.stdout, result.stdout
+    assert "later waves and rings untouched" in result.stdout
+    releases = current(fleet)
+    assert releases[canary] == "2.3.1", "the canary is back on its previous release"
+    assert set(releases.values()) == {"2.3.1"}, "pilot and broad were never touched"
+
+
+def test_2_release_reaches_every_ring_and_defers_the_closed_site(fleet):
+    result = rollout(fleet, "2.4.0")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    releases = current(fleet)
+    for terminal, release in releases.items():
+        expected = "2.3.1" if "nyc" in terminal else "2.4.0"
+        assert release == expected, (terminal, release)
+    assert result.stdout.count("deferred") >= 2
+    assert "went through every ring" in result.stdout
+    again = rollout(fleet, "2.4.0")
+    assert again.returncode == 0
+    assert "changed=1" not in again.stdout, "a second run changes nothing"
+    assert "already_current" in again.stdout
+
+
+def test_3_new_generation_skips_the_old_model(fleet):
+    result = rollout(fleet, "3.0.0", "-e", "rollout_hosts=all")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    releases = current(fleet)
+    old_model = named(fleet, "par2")
+    assert releases[old_model] == "2.4.0", "the PS-200 is not touched"
+    assert "hardware model PS-200 is not supported by release 3.0.0" in result.stdout
+    for suffix in ("par1", "syd1", "syd2"):
+        assert releases[named(fleet, suffix)] == "3.0.0"
+
+
+def test_4_requests_without_change_id_or_unknown_release_are_refused(fleet):
+    command = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(fleet["inventory"]),
+        str(PROJECT_ROOT / "playbooks" / "rollout.yml"),
+        "-e",
+        "release=2.4.0",
+    ]
+    missing = subprocess.run(
+        command, capture_output=True, text=True, env=env(fleet["audit"]), cwd=PROJECT_ROOT, check=False
+    )
+    assert missing.returncode != 0 and "Every rollout carries its change id" in missing.stdout
+    unknown = rollout(fleet, "9.9.9")
+    assert unknown.returncode != 0 and "is not in the catalog" in unknown.stdout
+    emergency = rollout(fleet, "2.4.0", "-e", "window=ignore")
+    assert emergency.returncode != 0 and "say why with -e window_justification" in emergency.stdout
