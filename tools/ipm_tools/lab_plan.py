@@ -20,7 +20,7 @@ MODELS = ("PS-200", "PS-300", "TK-110")
 DEFAULT_INTERFACES = {
     "PS-200": ("payment", "printer", "barrier"),
     "PS-300": ("payment", "printer", "barrier", "camera"),
-    "TK-110": ("payment", "printer", "scanner"),
+    "TK-110": ("payment", "printer", "camera", "barcode_reader"),
 }
 DEFAULT_MODEL = "PS-300"
 
