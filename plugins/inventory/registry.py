@@ -87,9 +87,12 @@ cache_timeout: 3600
 import gc  # noqa: E402
 import os  # noqa: E402
 
+from ansible import constants as C  # noqa: E402
 from ansible.errors import AnsibleParserError  # noqa: E402
+from ansible.inventory.host import Host  # noqa: E402
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable  # noqa: E402
 from ansible.template import trust_as_template  # noqa: E402
+from ansible.utils.path import basedir  # noqa: E402
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import (  # noqa: E402
     fingerprint,
@@ -204,16 +207,43 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         strict = self.get_option("strict")
         constructed = bool(compose or composed_groups or keyed_groups)
 
+        # What InventoryData.add_host and Group.add_host do, without their per-host costs (the source's
+        # directory resolved again for every host, every ancestor group walked and its host cache
+        # cleared again for every membership): hosts are made here, group lineages computed once and
+        # the host caches cleared once at the end.
         hosts = data.hosts
+        source = data.current_source
+        source_vars = {"inventory_file": source, "inventory_dir": basedir(source) if source else None}
+        lineages: dict = {}
         for name, host_vars, host_groups in plan["hosts"]:
-            data.add_host(name)
-            host = hosts[name]
+            host = hosts.get(name)
+            if host is None:
+                if name in C.LOCALHOST:
+                    data.add_host(name)  # Ansible's bookkeeping of the implicit localhost
+                    host = hosts[name]
+                else:
+                    host = hosts[name] = Host(name)
+                    host.vars.update(source_vars)
             _trust_in_place(host_vars, trusted)
             host.vars.update(host_vars)
+            host_group_list = host.groups
             for group_name in host_groups:
-                groups[group_name].add_host(host)
+                group = groups[group_name]
+                members = group.host_names
+                if name in members:
+                    continue
+                group.hosts.append(host)
+                members.add(name)
+                lineage = lineages.get(group_name)
+                if lineage is None:
+                    lineage = lineages[group_name] = [*group.get_ancestors(), group]
+                for member_of in lineage:
+                    if member_of not in host_group_list:
+                        host_group_list.append(member_of)
             if constructed:
                 self._construct(name, host_vars, host_groups, compose, composed_groups, keyed_groups, strict)
+        for group_name in lineages:
+            groups[group_name].clear_hosts_cache()
         data._groups_dict_cache = {}
 
     def _construct(self, name, host_vars, host_groups, compose, composed_groups, keyed_groups, strict):
