@@ -1,0 +1,84 @@
+# -*- coding: utf-8 -*-
+# Copyright: ipm.fleet maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The delivery ledger, read from the audit log: every delivery attempt, and what each terminal runs.
+
+The rollout records one ``ipm.fleet.delivery`` task result per terminal and attempt; the audit
+callback writes it (with the terminal's customer, site and time zone) into the hash-chained log, and
+the run's start record holds the operator and the change id. This module turns those records
+(already merged with their run, as ``ipm-audit`` reads them) into ledger entries.
+"""
+
+from __future__ import annotations
+
+LEDGER_MODULE = "ipm.fleet.delivery"
+RESULTS = ("delivered", "already_current", "rolled_back", "failed", "deferred", "incompatible", "not_reached")
+
+
+def entries(records):
+    """Ledger entries, oldest first, from flat audit task records."""
+    found = []
+    for record in records:
+        if (
+            record.get("kind", "task") != "task"
+            or record.get("module") != LEDGER_MODULE
+            or record.get("status") != "ok"
+        ):
+            continue
+        args = record.get("args") or {}
+        found.append(
+            {
+                "time": record.get("ended") or record.get("time"),
+                "site_time": record.get("site_time"),
+                "timezone": record.get("site_timezone"),
+                "terminal": record.get("terminal") or record.get("host"),
+                "customer": record.get("customer"),
+                "site": record.get("site"),
+                "release": str(args.get("release")) if args.get("release") is not None else None,
+                "from_version": args.get("from_version"),
+                "result": args.get("result"),
+                "reason": args.get("reason") or "",
+                "operator": record.get("operator"),
+                "change_id": record.get("change_id"),
+                "ticket_id": record.get("ticket_id"),
+                "run": record.get("run"),
+            }
+        )
+    return found
+
+
+def matches(entry, customer=None, site=None, terminal=None, release=None, result=None):
+    """True when the entry passes every filter given."""
+    wanted = {"customer": customer, "site": site, "terminal": terminal, "release": release, "result": result}
+    return all(value is None or entry.get(key) == value for key, value in wanted.items())
+
+
+def running_releases(ledger):
+    """What each terminal runs according to the ledger: {terminal: {release, since, operator, change_id, ...}}.
+
+    A delivery sets the release (since its time); a rollback or failure leaves the terminal on the
+    release it came from; ``already_current`` confirms the release without moving ``since``.
+    """
+    state = {}
+    for entry in ledger:
+        terminal = entry["terminal"]
+        known = state.get(terminal)
+        base = {"customer": entry["customer"], "site": entry["site"], "timezone": entry["timezone"]}
+        if entry["result"] == "delivered":
+            state[terminal] = dict(
+                base,
+                release=entry["release"],
+                since=entry["time"],
+                since_local=entry["site_time"],
+                operator=entry["operator"],
+                change_id=entry["change_id"],
+            )
+        elif entry["result"] == "already_current" and (known is None or known["release"] != entry["release"]):
+            state[terminal] = dict(
+                base, release=entry["release"], since=None, since_local=None, operator=None, change_id=None
+            )
+        elif entry["result"] in ("rolled_back", "failed") and known is None and entry.get("from_version"):
+            state[terminal] = dict(
+                base, release=entry["from_version"], since=None, since_local=None, operator=None, change_id=None
+            )
+    return state

@@ -1,0 +1,70 @@
+"""Delivery ledger from audit records: entries, filters, and what each terminal runs since when."""
+
+from __future__ import annotations
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils import delivery_ledger as dl
+
+
+def record(
+    terminal,
+    result,
+    release,
+    from_version=None,
+    ended="2026-11-01T02:00:00Z",
+    operator="alice",
+    change="CHG-1",
+    status="ok",
+    module="ipm.fleet.delivery",
+):
+    return {
+        "kind": "task",
+        "module": module,
+        "status": status,
+        "terminal": terminal,
+        "customer": "parkcite",
+        "site": "lyon",
+        "site_timezone": "Europe/Paris",
+        "site_time": ended.replace("Z", "+01:00"),
+        "ended": ended,
+        "operator": operator,
+        "change_id": change,
+        "args": {"release": release, "result": result, "from_version": from_version, "reason": ""},
+    }
+
+
+RECORDS = [
+    record("t1", "delivered", "2.4.0", "2.3.1", "2026-11-01T02:00:00Z"),
+    record("t2", "deferred", "2.4.0", None, "2026-11-01T02:00:01Z"),
+    record("t3", "rolled_back", "2.4.1", "2.3.1", "2026-11-01T02:00:02Z"),
+    record("t1", "already_current", "2.4.0", "2.4.0", "2026-11-02T02:00:00Z", operator="bob", change="CHG-2"),
+    record("t2", "delivered", "2.4.0", "2.3.1", "2026-11-02T02:05:00Z", operator="bob", change="CHG-2"),
+    record("t1", "delivered", "2.4.0", "2.3.1", status="skipped"),  # a skipped record task is no attempt
+    record("t9", "delivered", "9.9.9", module="ansible.builtin.debug"),  # not a ledger record
+]
+
+
+def test_entries_keep_every_attempt_and_only_them():
+    ledger = dl.entries(RECORDS)
+    assert [(e["terminal"], e["result"]) for e in ledger] == [
+        ("t1", "delivered"),
+        ("t2", "deferred"),
+        ("t3", "rolled_back"),
+        ("t1", "already_current"),
+        ("t2", "delivered"),
+    ]
+    assert ledger[0]["site_time"] == "2026-11-01T02:00:00+01:00" and ledger[0]["operator"] == "alice"
+
+
+def test_filters():
+    ledger = dl.entries(RECORDS)
+    assert len([e for e in ledger if dl.matches(e, release="2.4.0")]) == 4
+    assert [e["terminal"] for e in ledger if dl.matches(e, result="rolled_back")] == ["t3"]
+    assert [e["terminal"] for e in ledger if dl.matches(e, customer="other")] == []
+
+
+def test_what_runs_where_since_when_by_whom():
+    running = dl.running_releases(dl.entries(RECORDS))
+    assert running["t1"]["release"] == "2.4.0" and running["t1"]["since"] == "2026-11-01T02:00:00Z"
+    assert running["t1"]["operator"] == "alice", "a later already_current does not move the delivery"
+    assert running["t2"]["release"] == "2.4.0" and running["t2"]["change_id"] == "CHG-2"
+    assert running["t3"]["release"] == "2.3.1", "a rolled-back terminal stays on the release it came from"
