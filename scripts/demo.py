@@ -1,13 +1,16 @@
 """The main job on the built-in demo fleet: `./run demo`.
 
-Each stage runs a real capability of the project against the demo registry and lab terminals. A stage
-whose capability is not built yet says so (and which issue brings it) instead of pretending.
-Lab terminals booted here are stopped at the end, also on failure, unless --keep is given.
+Each stage runs a real capability of the project against the demo registry (inventories/demo) and
+its terminals booted as lab terminals: validate the registry, boot the fleet, snapshot every
+terminal's configuration, report compatibility, roll out a release ring by ring, show drift, verify
+the audit trail and list the delivery ledger. The demo keeps its audit log and history under
+build/demo. Lab terminals booted here are stopped at the end, also on failure, unless --keep.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -34,8 +37,12 @@ def run(command: list[str], **kwargs) -> None:
     subprocess.run(command, cwd=ROOT, check=True, **kwargs)
 
 
-def not_built(what: str, issue: int) -> None:
-    print(f"   not built yet: {what} (issue {issue}); skipped", flush=True)
+def demo_terminals() -> list[str]:
+    """Host names of the demo inventory (the terminals the demo boots)."""
+    listing = subprocess.run(
+        [tool("ansible"), "all", "--list-hosts"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return [line.strip() for line in listing.stdout.splitlines()[1:] if line.strip()]
 
 
 def main() -> int:
@@ -45,57 +52,63 @@ def main() -> int:
     os.environ["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
-    banner("1. the registry: validate the demo fleet")
-    registry_tool = tool("ipm-registry")
-    if registry_tool and any(DEMO_INVENTORY.glob("*.ipm_registry.y*ml")):
-        run([registry_tool, "validate", str(DEMO_INVENTORY)])
-        run([tool("ansible-inventory"), "--graph"])
-    else:
-        not_built("registry and ipm.fleet.registry inventory plugin", 4)
-
+    banner("1. the registry: validate the demo fleet, show its groups")
+    run([tool("ipm-registry"), "validate", str(DEMO_INVENTORY)])
+    run([tool("ansible-inventory"), "--graph", "customer_parkcite"])
     lab_tool = tool("ipm-lab")
-    if not lab_tool:
-        not_built("lab terminals (ipm-lab)", 3)
-        banner("done: the demo ran every stage that exists so far")
-        return 0
 
     banner("2. lab terminals: boot the demo fleet (real Debian + systemd, reached over SSH)")
     booted = False
+    demo_dir = ROOT / "build" / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    # The demo keeps its own audit log and history, so that it never mixes with real runs.
+    os.environ["IPM_AUDIT_LOG"] = str(demo_dir / "audit.jsonl")
+    os.environ["IPM_HISTORY_STORE"] = str(demo_dir / "history")
     try:
         run([lab_tool, "up", "--inventory", str(DEMO_INVENTORY)])
         booted = True
         run([lab_tool, "status"])
 
         banner("3. reach every terminal over SSH")
-        run([tool("ansible"), "all", "-m", "ansible.builtin.ping", "-o"])
+        run([tool("ansible"), "all", "-m", "ansible.builtin.ping"])
 
-        parameters_playbook = ROOT / "playbooks" / "parameters.yml"
-        banner("4. apply application parameters from the registry (ipm.fleet.app_parameters)")
-        if parameters_playbook.exists():
-            run(
-                [
-                    tool("ansible-playbook"),
-                    str(parameters_playbook),
-                    "-e",
-                    "change_id=CHG-DEMO-1",
-                    "-e",
-                    "maintenance_type=preventive",
-                ]
-            )
-        else:
-            not_built("parameters playbook", 3)
+        banner("4. configuration: snapshot every terminal (ipm.fleet.terminal_facts -> history store)")
+        run([tool("ansible-playbook"), "playbooks/snapshot.yml"])
+
+        banner("5. compatibility: which terminals can take 3.0.0, and why not")
+        run([tool("ansible-playbook"), "playbooks/compat_report.yml", "-e", "release=3.0.0"])
+
+        banner("6. rollout of 2.4.0: rings canary -> pilot -> broad, health-checked switch, rollback, ledger")
+        run([tool("ipm-release"), "build"])
+        # Lab terminals are booted now, whatever the sites' local time: the windows are ignored for the
+        # demo, with the justification the audit log keeps (a real rollout respects them).
+        run(
+            [
+                tool("ansible-playbook"),
+                "playbooks/rollout.yml",
+                "-e",
+                "release=2.4.0",
+                "-e",
+                "change_id=CHG-DEMO-1",
+                "-e",
+                "maintenance_type=evolutive",
+                "-e",
+                json.dumps({"window": "ignore", "window_justification": "demo on lab terminals, booted at any hour"}),
+            ]
+        )
+
+        banner("7. drift: the registry against the terminals after the rollout")
+        run([tool("ansible-playbook"), "playbooks/snapshot.yml"])
+        subprocess.run([tool("ipm-config"), "drift"], cwd=ROOT, check=False)
 
         audit_tool = tool("ipm-audit")
-        banner("5. the audit trail: verify the chain, list what changed")
-        if audit_tool:
-            run([audit_tool, "verify"])
-            run([audit_tool, "list", "--changed"])
-        else:
-            not_built("audit callback and ipm-audit", 5)
+        banner("8. the audit trail: verify the chain, then who delivered what where")
+        run([audit_tool, "verify"])
+        run([audit_tool, "list", "--module", "ipm.fleet.delivery", "--change", "CHG-DEMO-1"])
     finally:
         if booted and not args.keep:
-            banner("6. stop the demo's lab terminals")
-            subprocess.run([lab_tool, "down"], cwd=ROOT, check=False)
+            banner("9. stop the demo's lab terminals")
+            subprocess.run([lab_tool, "down", *demo_terminals()], cwd=ROOT, check=False)
     banner("done")
     return 0
 

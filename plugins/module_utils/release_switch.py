@@ -340,7 +340,7 @@ def deliver(
             )
             return result
 
-    installed, _ = read_parameters()
+    installed = read_parameters()[0]
     current_definition = None
     if previous:
         try:
@@ -351,7 +351,7 @@ def deliver(
     # Already there: the release is current, healthy, and its parameters are the desired ones.
     if previous == version and current_definition is not None:
         try:
-            wanted, _ = plan_parameters(current_definition, current_definition, installed, desired_parameters)
+            wanted = plan_parameters(current_definition, current_definition, installed, desired_parameters)[0]
         except rm.ReleaseError as exc:
             return dict(result, failed=True, msg="parameters for %s are invalid: %s" % (version, exc))
         ok, answer = probe_health(health_url(wanted))
@@ -379,7 +379,7 @@ def deliver(
         if artifact is not None:
             try:
                 target = manifest_in_archive(artifact)
-                _, result["notes"] = plan_parameters(current_definition, target, installed, desired_parameters)
+                result["notes"] = plan_parameters(current_definition, target, installed, desired_parameters)[1]
             except (rm.ReleaseError, DeliveryError, tarfile.TarError) as exc:
                 return dict(result, failed=True, msg="release %s cannot be configured: %s" % (version, exc))
         result.update(changed=True, msg="would deliver %s (from %s)" % (version, previous or "nothing"))
@@ -479,7 +479,7 @@ def rollback(previous, old_config, old_unit, start_timeout, step):
         if _unit_failed():
             systemctl("reset-failed", UNIT_NAME)
         systemctl("restart", UNIT_NAME)
-        parameters, _ = read_parameters()
+        parameters = read_parameters()[0]
         outcome["health"] = wait_healthy(health_url(parameters), previous, None, start_timeout, 2.0)
         outcome["healthy"] = True
         step("back on %s, healthy" % previous)

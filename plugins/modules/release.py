@@ -70,11 +70,14 @@ options:
     default: 10
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verifies the artifact and reports what would change; changes nothing on the terminal.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
     details: An action plugin copies O(src) from the controller in the same task.
 author:

@@ -11,7 +11,7 @@ from ansible_collections.ipm.fleet.plugins.module_utils import terminal_facts as
 
 
 @pytest.mark.parametrize(
-    ("left", "right", "expected"),
+    ("first", "second", "expected"),
     [
         ("1.0", "1.0", 0),
         ("1.0~rc1", "1.0", -1),
@@ -25,10 +25,9 @@ from ansible_collections.ipm.fleet.plugins.module_utils import terminal_facts as
         ("252.30-1~deb12u2", "252.31-1~deb12u1", -1),
     ],
 )
-def test_debian_version_order(left, right, expected):
-    assert tf.compare_debian_versions(left, right) == expected
-    swapped = (right, left)
-    assert tf.compare_debian_versions(*swapped) == -expected
+def test_debian_version_order(first, second, expected):
+    assert tf.compare_debian_versions(first, second) == expected
+    assert tf.compare_debian_versions(second, first) == -expected
 
 
 STATUS = """Package: openssl
