@@ -13,21 +13,25 @@ import yaml
 pytestmark = pytest.mark.lab
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SCENARIO = PROJECT_ROOT / "molecule" / "default"
+SCENARIOS = sorted(p.parent.name for p in (PROJECT_ROOT / "molecule").glob("*/molecule.yml"))
 TERMINALS_DIR = Path("/var/lib/ipm-lab/terminals")
 
 
-def test_molecule_default_scenario(run_lab_command):
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario(scenario, run_lab_command):
     if os.geteuid() != 0:
         pytest.skip("molecule's lab terminals need root (systemd-nspawn): run as root")
-    platforms = [p["name"] for p in yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]]
+    platforms = [
+        p["name"]
+        for p in yaml.safe_load((PROJECT_ROOT / "molecule" / scenario / "molecule.yml").read_text())["platforms"]
+    ]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PY_COLORS"] = "0"
     env["ANSIBLE_FORCE_COLOR"] = "0"
     try:
         result = subprocess.run(
-            [str(Path(sys.executable).with_name("molecule")), "test", "-s", "default"],
+            [str(Path(sys.executable).with_name("molecule")), "test", "-s", scenario],
             cwd=PROJECT_ROOT,
             env=env,
             capture_output=True,
