@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,6 +110,22 @@ def test_2_release_reaches_every_ring_and_defers_the_closed_site(fleet):
     assert again.returncode == 0
     assert "changed=1" not in again.stdout, "a second run changes nothing"
     assert "already_current" in again.stdout
+
+    # The delivery ledger, from the audit log: every attempt, and what each terminal runs since when.
+    audit = [str(BIN / "ipm-audit"), "--log", str(fleet["audit"])]
+    verified = subprocess.run([*audit, "verify"], capture_output=True, text=True, env=env(fleet["audit"]), check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    ledger = subprocess.run(
+        [*audit, "deliveries", "--release", "2.4.0", "--json"], capture_output=True, text=True, check=False
+    )
+    entries = json.loads(ledger.stdout)
+    second_run_started = min(e["time"] for e in entries if e["result"] == "already_current")
+    first_run = sorted(e["result"] for e in entries if e["time"] < second_run_started)
+    assert first_run == ["deferred", "deferred", "delivered", "delivered", "delivered", "delivered"]
+    assert all(e["operator"] and e["change_id"] == "CHG-7001" and e["site_time"] for e in entries)
+    running = subprocess.run([*audit, "deliveries", "--running", "--json"], capture_output=True, text=True, check=False)
+    runs = {row["terminal"]: row for row in json.loads(running.stdout)}
+    assert runs[named(fleet, "par1")]["release"] == "2.4.0" and runs[named(fleet, "par1")]["change_id"] == "CHG-7001"
 
 
 def test_3_new_generation_skips_the_old_model(fleet):

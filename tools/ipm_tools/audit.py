@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ipm_tools  # noqa: F401 - puts collections/ on sys.path
+from ansible_collections.ipm.fleet.plugins.plugin_utils import delivery_ledger
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (
     AuditLogError,
     generate_key,
@@ -313,6 +314,47 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_deliveries(args) -> int:
+    """The delivery ledger: every attempt, or (--running) what each terminal runs, since when, by whom."""
+    ledger = delivery_ledger.entries(flat_records(args.log, {"task", "run_start"}))
+    if args.running:
+        running = delivery_ledger.running_releases(ledger)
+        rows = [
+            dict(state, terminal=terminal)
+            for terminal, state in sorted(running.items())
+            if delivery_ledger.matches(
+                dict(state, terminal=terminal), args.customer, args.site, args.terminal, args.release
+            )
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2, sort_keys=True))
+            return 0
+        for row in rows:
+            since = row["since_local"] or row["since"] or "(before the log)"
+            print(
+                f"{row['terminal']:<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} {row['release']:<8} since {since}  by {row['operator'] or '-'} ({row['change_id'] or '-'})"
+            )
+        print(f"{len(rows)} terminal(s)", file=sys.stderr)
+        return 0
+    rows = [
+        e
+        for e in ledger
+        if delivery_ledger.matches(e, args.customer, args.site, args.terminal, args.release, args.result)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    for row in rows:
+        when = row["site_time"] if args.local else row["time"]
+        reason = f"  ({row['reason']})" if row["reason"] else ""
+        print(
+            f"{when}  {row['terminal']:<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} "
+            f"{row['from_version'] or '-'} -> {row['release']:<8} {row['result']:<16} {row['operator'] or '-'} {row['change_id'] or '-'}{reason}"
+        )
+    print(f"{len(rows)} delivery attempt(s)", file=sys.stderr)
+    return 0
+
+
 def cmd_keygen(args) -> int:
     try:
         ident = generate_key(args.key_file, force=args.force)
@@ -395,6 +437,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser(
+        "deliveries",
+        parents=[log_after],
+        help="the delivery ledger: every attempt, or what each terminal runs (--running)",
+    )
+    p.add_argument("--customer", help="customer id")
+    p.add_argument("--site", help="site id")
+    p.add_argument("--terminal", help="terminal id")
+    p.add_argument("--release", help="release version, e.g. 2.4.0")
+    p.add_argument("--result", choices=delivery_ledger.RESULTS, help="only attempts with this result")
+    p.add_argument("--running", action="store_true", help="what each terminal runs, since when, delivered by whom")
+    p.add_argument("--local", action="store_true", help="times in each site's own time zone")
+    p.add_argument("--json", action="store_true", help="JSON instead of lines")
+    p.set_defaults(func=cmd_deliveries)
 
     p = sub.add_parser("keygen", help="create a checkpoint key file (mode 0600)")
     p.add_argument("--key-file", default=os.environ.get("IPM_AUDIT_KEY_FILE", DEFAULT_KEY))
