@@ -617,6 +617,40 @@ def requested_specs(args: argparse.Namespace, running: dict[str, dict]) -> list[
     return specs
 
 
+BOOT_ATTEMPTS = 3
+
+
+def _boot_again_after_early_exit(error, state, specs_by_id, base, public_key, timeout):
+    """Boot a terminal again when systemd-nspawn exited early with an empty console log.
+
+    Seen rarely on a loaded machine while many terminals boot at once (nspawn dies before the
+    container prints anything); a second boot on a fresh layer succeeds. Any other failure, or a
+    terminal that keeps failing, is reported. Returns (new state, wait_ready's answer) or None.
+    """
+    if "exited during boot (empty console log)" not in str(error):
+        return None
+    spec = specs_by_id.get(state["terminal_id"])
+    if spec is None:
+        return None
+    for attempt in range(2, BOOT_ATTEMPTS + 1):
+        _say(f"{spec.terminal_id}: systemd-nspawn exited early with an empty log; booting again (attempt {attempt})")
+        with lab_lock():
+            stop_terminals([state], lambda _message: None)
+            known = prepare_layer(spec, base, public_key)
+            _known_hosts_update({spec.address}, [known])
+            state = start_terminal(spec, base)
+        try:
+            return state, wait_ready(state, timeout)
+        except LabError as again:
+            if "exited during boot (empty console log)" not in str(again):
+                with lab_lock():
+                    stop_terminals([state], lambda _message: None)
+                raise
+    with lab_lock():
+        stop_terminals([state], lambda _message: None)
+    return None
+
+
 def command_up(args: argparse.Namespace) -> int:
     require_root("up")
     require_tools()
@@ -656,6 +690,7 @@ def command_up(args: argparse.Namespace) -> int:
     if not started:
         return 0
     failures: list[str] = []
+    specs_by_id = {spec.terminal_id: spec for spec in to_start}
     try:
         with ThreadPoolExecutor(max_workers=min(32, len(started))) as pool:
             futures = {pool.submit(wait_ready, state, args.timeout): state for state in started}
@@ -663,10 +698,14 @@ def command_up(args: argparse.Namespace) -> int:
                 try:
                     system_state, failed = future.result()
                 except LabError as error:
-                    failures.append(str(error))
-                    kept = _keep_failed_log(state["terminal_id"])
-                    _say(f"{state['terminal_id']}: FAILED ({error}; console log kept at {kept})")
-                    continue
+                    retried = _boot_again_after_early_exit(error, state, specs_by_id, base, public_key, args.timeout)
+                    if retried is None:
+                        failures.append(str(error))
+                        kept = _keep_failed_log(state["terminal_id"])
+                        _say(f"{state['terminal_id']}: FAILED ({error}; console log kept at {kept})")
+                        continue
+                    started[started.index(state)] = retried[0]
+                    state, (system_state, failed) = retried
                 detail = f" (failed units: {', '.join(failed)})" if failed else ""
                 elapsed = time.monotonic() - started_at
                 _say(f"{state['terminal_id']}: ready on {state['address']}, {system_state}{detail}, {elapsed:.1f}s")
