@@ -13,15 +13,7 @@ guess. Standard library only: the rollout module runs this on terminals too.
 
 from __future__ import annotations
 
-import re
-
-_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
-
-
-def parse_version(text):
-    """Return the (major, minor, patch) tuple of a release version, or None if it is not one."""
-    match = _VERSION.match(str(text)) if text is not None else None
-    return tuple(int(part) for part in match.groups()) if match else None
+from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import version_tuple as parse_version
 
 
 def _get(mapping, *path):

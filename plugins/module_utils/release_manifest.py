@@ -97,6 +97,12 @@ def _type_name(value):
 # --- versions ---------------------------------------------------------------------------------
 
 
+def version_tuple(text):
+    """``"2.4.1"`` -> ``(2, 4, 1)``; None for anything that is not MAJOR.MINOR.PATCH (never raises)."""
+    match = _VERSION_RE.match(text) if isinstance(text, str) else None
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
 def parse_version(text):
     """``"2.4.1"`` -> ``(2, 4, 1)``; ReleaseError for anything else."""
     match = _VERSION_RE.match(text) if isinstance(text, str) else None

@@ -66,10 +66,10 @@ def current_version(root="/"):
 
 def installed_versions(root="/"):
     try:
-        names = [n for n in os.listdir(_releases_dir(root)) if rm.parse_version(n)]
+        names = [n for n in os.listdir(_releases_dir(root)) if rm.version_tuple(n)]
     except FileNotFoundError:
         return []
-    return sorted(names, key=rm.parse_version)
+    return sorted(names, key=rm.version_tuple)
 
 
 def switch_current(version, root="/"):

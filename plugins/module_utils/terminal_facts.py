@@ -323,7 +323,7 @@ def collect_os(root, include_packages=True):
 
 
 def _version_key(version):
-    parsed = release_manifest.parse_version(version)
+    parsed = release_manifest.version_tuple(version)
     return (0, parsed, "") if parsed else (1, (), version)
 
 

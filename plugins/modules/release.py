@@ -172,7 +172,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if not release_switch.rm.parse_version(params["version"]):
+    if not release_switch.rm.version_tuple(params["version"]):
         module.fail_json(msg="version %r is not a release version X.Y.Z" % params["version"])
     if params["keep"] < 2:
         module.fail_json(
