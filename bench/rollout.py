@@ -35,22 +35,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "collections"))
+sys.path.insert(0, str(ROOT / "tools"))
 from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest as rm  # noqa: E402
+from ipm_tools.lab import ssh_options  # noqa: E402
 
 RELEASES = ROOT / "build" / "releases"
-LAB_KEY = "/var/lib/ipm-lab/ssh/id_ed25519"
-KNOWN_HOSTS = "/var/lib/ipm-lab/ssh/known_hosts"
+# The lab's own SSH options (key, recorded host keys), plus a control master: the floor gets the same
+# connection reuse as Ansible's ControlPersist.
 SSH_OPTIONS = [
-    "-i",
-    LAB_KEY,
+    *ssh_options(),
     "-o",
-    f"UserKnownHostsFile={KNOWN_HOSTS}",
+    "ControlMaster=auto",
     "-o",
-    "StrictHostKeyChecking=yes",
+    "ControlPersist=60s",
     "-o",
-    "BatchMode=yes",
+    "ControlPath=/tmp/bench-rollout-%C",
 ]
-SSH_OPTIONS += ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s", "-o", "ControlPath=/tmp/bench-rollout-%C"]
 
 
 def env() -> dict[str, str]:
