@@ -36,7 +36,8 @@ def _port_open(address: str, port: int) -> bool:
 
 def test_each_terminal_has_its_hostname_and_systemd_running(lab_terminals):
     for name in lab_terminals.names:
-        result = lab_terminals.ssh(name, "hostname; cat /etc/hostname; systemctl is-system-running")
+        # is-system-running exits 1 for "degraded", which a loaded machine can give: the state is checked below.
+        result = lab_terminals.ssh(name, "hostname; cat /etc/hostname; systemctl is-system-running || true")
         lines = result.stdout.split()
         assert lines[:2] == [name, name]
         assert lines[2] in ("running", "degraded")
