@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -396,3 +398,67 @@ def test_demo_files_validate_under_the_json_schema():
     _, customers = rb.base()
     customers["alpha.yml"]["sites"][0]["terminals"][0]["modle"] = "PS-300"
     assert list(validator.iter_errors(customers["alpha.yml"]))
+
+
+def _many_files_with_faults():
+    """Six customer files with faults inside each and duplicates within and across files."""
+    catalog, customers = rb.base()
+    for index in range(4):
+        document = copy.deepcopy(customers["bravo.yml"])
+        document["customer"]["id"] = f"extra-{index}"
+        site = document["sites"][0]
+        site["id"] = f"extra-{index}-site"
+        for number, terminal in enumerate(site["terminals"]):
+            terminal["id"] = f"x{index}-{number}"
+            terminal["address"] = f"127.0.98.{index * 10 + number}"
+        customers[f"extra-{index}.yml"] = document
+    customers["extra-0.yml"]["sites"][0]["terminals"][0]["id"] = "a-001"  # already in alpha.yml
+    customers["extra-1.yml"]["sites"][0]["terminals"][1]["address"] = "127.0.99.1"  # alpha's address
+    customers["extra-2.yml"]["sites"][0]["id"] = "alpha-paris"  # alpha's site
+    customers["extra-3.yml"]["sites"][0]["terminals"][1]["id"] = "x3-0"  # twice in its own file
+    customers["extra-3.yml"]["sites"][0]["terminals"][0]["address"] = "127.0.98.0"  # extra-0's address
+    customers["extra-1.yml"]["sites"][0]["timezone"] = "Europe/Pariss"
+    customers["extra-2.yml"]["sites"][0]["terminals"][0]["modle"] = "PS-300"
+    customers["alpha.yml"]["customer"]["country"] = "ZZ"
+    return catalog, customers
+
+
+def _outcome(fleet, problems):
+    return [str(p) for p in problems], [(d["file"], d["customer"], d["sites"]) for d in fleet.customers]
+
+
+def test_several_processes_find_the_same_fleet_and_problems(tmp_path):
+    config = rb.write(tmp_path, *_many_files_with_faults())
+    serial = _outcome(*reg.load_fleet(str(config), workers=1))
+    assert len(serial[0]) == 8, serial[0]
+    assert any("x3-0" in line and "extra-3.yml" in line and "already at" in line for line in serial[0])
+    assert any("'a-001', already at" in line and "alpha.yml" in line for line in serial[0])
+    for workers in (2, 3, 6):
+        assert _outcome(*reg.load_fleet(str(config), workers=workers)) == serial, workers
+
+
+def test_processes_only_for_large_registries(tmp_path, monkeypatch):
+    config = rb.write(tmp_path, *_many_files_with_faults())
+    paths = reg.registry_files(str(tmp_path / "registry"), [str(tmp_path / "registry" / "releases")])
+    assert len(paths) == 6
+    assert reg.worker_count(paths) == 1  # a few KiB: read in this process
+    assert reg.worker_count(paths, 4) == 4 and reg.worker_count(paths, 1) == 1 and reg.worker_count(paths[:1], 4) == 1
+    monkeypatch.setattr(reg, "PARALLEL_MIN_BYTES", 1)
+    cpus = len(os.sched_getaffinity(0))
+    assert reg.worker_count(paths) == min(cpus, reg.MAX_WORKERS, 6)
+    assert _outcome(*reg.load_fleet(str(config))) == _outcome(*reg.load_fleet(str(config), workers=1))
+
+
+def test_a_killed_worker_falls_back_to_reading_here(tmp_path, monkeypatch):
+    config = rb.write(tmp_path, *_many_files_with_faults())
+    expected = _outcome(*reg.load_fleet(str(config), workers=1))
+    parent = os.getpid()
+    read = reg._read_customer_file
+
+    def dies_in_a_worker(fleet, path):
+        if os.getpid() != parent:
+            os._exit(9)
+        return read(fleet, path)
+
+    monkeypatch.setattr(reg, "_read_customer_file", dies_in_a_worker)
+    assert _outcome(*reg.load_fleet(str(config), workers=2)) == expected

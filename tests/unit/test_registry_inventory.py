@@ -33,6 +33,18 @@ def inventory(source, *extra, env=None):
     return json.loads(run("ansible-inventory", "-i", str(source), "--list", *extra, env=env).stdout)
 
 
+def refused(config):
+    """ansible-inventory on a source that must fail (an unparsed source fails the command)."""
+    return run(
+        "ansible-inventory",
+        "-i",
+        str(config),
+        "--list",
+        env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1"},
+        check=False,
+    )
+
+
 def members(data, group):
     return set(data.get(group, {}).get("hosts", []))
 
@@ -122,14 +134,7 @@ def test_strict_compose_error_is_reported(tmp_path):
     config.write_text(
         "plugin: ipm.fleet.registry\nregistry: registry\nstrict: true\ncompose:\n  broken: no_such_variable.attr\n"
     )
-    result = run(
-        "ansible-inventory",
-        "-i",
-        str(config),
-        "--list",
-        env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1"},
-        check=False,
-    )
+    result = refused(config)
     assert result.returncode != 0
     assert "Could not set broken for host" in result.stderr
 
@@ -139,14 +144,7 @@ def test_invalid_registry_fails_with_the_full_report(tmp_path):
     customers["alpha.yml"]["sites"][0]["timezone"] = "Europe/Pariss"
     customers["bravo.yml"]["sites"][0]["terminals"][0]["modle"] = "PS-300"
     config = rb.write(tmp_path, catalog, customers)
-    result = run(
-        "ansible-inventory",
-        "-i",
-        str(config),
-        "--list",
-        env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1"},
-        check=False,
-    )
+    result = refused(config)
     assert result.returncode != 0
     assert "problem(s) in the fleet registry" in result.stderr
     assert "sites[0].timezone: unknown IANA time zone (did you mean 'Europe/Paris'?)" in result.stderr
@@ -156,14 +154,7 @@ def test_invalid_registry_fails_with_the_full_report(tmp_path):
 def test_missing_registry_directory(tmp_path):
     config = tmp_path / "x.ipm_registry.yml"
     config.write_text("plugin: ipm.fleet.registry\nregistry: nowhere\n")
-    result = run(
-        "ansible-inventory",
-        "-i",
-        str(config),
-        "--list",
-        env={"ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1"},
-        check=False,
-    )
+    result = refused(config)
     assert result.returncode != 0 and "no such directory" in result.stderr
 
 
@@ -195,3 +186,55 @@ def test_ansible_doc_renders_the_plugin():
     result = run("ansible-doc", "-t", "inventory", "ipm.fleet.registry")
     for words in ("include_retired", "keyed_groups", "cache_plugin", "EXAMPLES", "registry: ../../registry/demo"):
         assert words in result.stdout, words
+
+
+def test_workers_give_the_same_inventory_and_bad_values_are_refused(tmp_path):
+    config = rb.write(tmp_path)
+    serial = inventory(config, "--export", env={"IPM_REGISTRY_WORKERS": "1"})
+    assert inventory(config, "--export", env={"IPM_REGISTRY_WORKERS": "2"}) == serial
+    config.write_text("plugin: ipm.fleet.registry\nregistry: registry\nworkers: -2\n")
+    result = refused(config)
+    assert result.returncode != 0
+    assert "option workers in" in result.stderr and "found -2" in result.stderr
+
+
+FREEZE_PROBE = """
+import gc, sys
+from ansible.plugins.loader import init_plugin_loader
+init_plugin_loader()
+from ansible.parsing.dataloader import DataLoader
+from ansible.inventory.manager import InventoryManager
+inventory = InventoryManager(loader=DataLoader(), sources=[sys.argv[1]])
+print(len(inventory.hosts), gc.get_freeze_count())
+"""
+
+
+def test_large_inventories_are_frozen_for_the_collector(tmp_path):
+    catalog, customers = rb.base()
+    alpha = customers["alpha.yml"]
+    model = alpha["sites"][0]["terminals"][0]
+    alpha["sites"] = []
+    for site_number in range(40):
+        site = dict(rb.base()[1]["alpha.yml"]["sites"][0], id=f"alpha-site-{site_number}")
+        site["terminals"] = [
+            dict(
+                model,
+                id=f"a-{site_number}-{n}",
+                serial_number=f"SN-{site_number}-{n}",
+                address=f"10.1.{site_number}.{n}",
+            )
+            for n in range(250)
+        ]
+        alpha["sites"].append(site)
+    big = rb.write(tmp_path / "big", catalog, customers)
+    small = rb.write(tmp_path / "small")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    counts = {}
+    for name, config in (("big", big), ("small", small)):
+        result = subprocess.run(
+            [sys.executable, "-c", FREEZE_PROBE, str(config)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        counts[name] = [int(word) for word in result.stdout.split()]
+    assert counts["big"][0] == 10002 and counts["big"][1] > 10002 * 2  # hosts and their variables, at least
+    assert counts["small"] == [3, 0]

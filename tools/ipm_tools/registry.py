@@ -22,9 +22,9 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
 DEFAULT_PATH = "inventories/demo"
 
 
-def _load(path):
-    fleet, problems = reg.load_fleet(path)
-    return fleet, problems
+def _load(args):
+    path = args.path if args.command == "validate" else args.registry
+    return reg.load_fleet(path, args.workers)
 
 
 def _summary(fleet):
@@ -54,7 +54,7 @@ def _fail_invalid(problems, output_format):
 
 
 def cmd_validate(args):
-    fleet, problems = _load(args.path)
+    fleet, problems = _load(args)
     if problems:
         return _fail_invalid(problems, args.format)
     summary = _summary(fleet)
@@ -85,7 +85,7 @@ def _row(customer, site, terminal):
 
 
 def cmd_list(args):
-    fleet, problems = _load(args.registry)
+    fleet, problems = _load(args)
     if problems:
         return _fail_invalid(problems, args.format)
     rows = [_row(c, s, t) for c, s, t in fleet.terminals()]
@@ -118,7 +118,7 @@ def _redacted(parameters, release):
 
 
 def cmd_show(args):
-    fleet, problems = _load(args.registry)
+    fleet, problems = _load(args)
     if problems:
         return _fail_invalid(problems, args.format)
     found = fleet.find_terminal(args.terminal)
@@ -171,9 +171,29 @@ def cmd_show(args):
     return 0
 
 
+def _workers(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes, 0 (automatic) or more (from --workers or $IPM_REGISTRY_WORKERS); found {text!r}"
+        )
+    return value
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")
+    common.add_argument(
+        "--workers",
+        type=_workers,
+        default=os.environ.get("IPM_REGISTRY_WORKERS", "0"),  # a string default goes through type= too
+        metavar="N",
+        help="processes reading the customer files: 0 (default, $IPM_REGISTRY_WORKERS) one per CPU for "
+        "registries of 4 MiB or more, 1 none besides this one",
+    )
     registry_default = os.environ.get("IPM_REGISTRY", DEFAULT_PATH)
 
     parser = argparse.ArgumentParser(

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1]))  # --import-mode=importlib: helpers in tests/unit
 import registry_builder as rb
 
@@ -81,3 +83,16 @@ def test_installed_command_help():
         [str(Path(sys.executable).parent / "ipm-registry"), "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "validate" in result.stdout and "show" in result.stdout
+
+
+def test_workers_option_and_its_bad_values(tmp_path, capsys, monkeypatch):
+    catalog, customers = rb.base()
+    customers["bravo.yml"]["customer"]["country"] = "XX"
+    config = rb.write(tmp_path, catalog, customers)
+    assert tool.main(["validate", "--workers", "2", str(config)]) == 1
+    assert "customer.country: unknown value" in capsys.readouterr().err
+    monkeypatch.setenv("IPM_REGISTRY_WORKERS", "-1")
+    with pytest.raises(SystemExit) as stop:
+        tool.main(["validate", str(config)])
+    assert stop.value.code == 2
+    assert "$IPM_REGISTRY_WORKERS); found '-1'" in capsys.readouterr().err
