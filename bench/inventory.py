@@ -14,7 +14,9 @@ Both are timed side by side in this run with ``ansible-inventory --list --export
 Last line: ``inventory terminals=<N> list_ratio=<r> hosts_ratio=<r> mem_ratio=<r>`` (registry/static;
 ``mem_ratio`` compares the larger peak of the two commands on each side). With ``--registry-only`` the
 ratios are ``n/a`` and the line ends with the registry's ``--list --export`` wall time, CPU time
-(the plugin's worker processes included) and peak memory: ``list_s=<s> list_cpu_s=<s> list_peak_mib=<m>``.
+(the plugin's worker processes included) and peak memory, then the ratio of that wall time to the same
+command with the registry read by one process (``IPM_REGISTRY_WORKERS=1``), timed in the same run:
+``list_s=<s> list_cpu_s=<s> list_peak_mib=<m> workers_ratio=<r>``.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ def write_static(directory: Path, customers: list[dict]) -> Path:
     return path
 
 
-def measure(command: list[str]) -> tuple[float, float, float]:
+def measure(command: list[str], extra_env=None) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MiB) of one command, measured in a fresh wrapper process.
 
     CPU time is printed too because this machine is shared: under load, wall time mostly measures
@@ -212,6 +214,8 @@ def measure(command: list[str]) -> tuple[float, float, float]:
     )
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     env.pop("ANSIBLE_INVENTORY", None)
+    env.pop("IPM_REGISTRY_WORKERS", None)
+    env.update(extra_env or {})
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", wrapper, *command], cwd=ROOT, env=env, capture_output=True, text=True
@@ -256,10 +260,15 @@ def main(argv=None) -> int:
                 label = "ansible-inventory --list --export" if name == "list" else "ansible all --list-hosts"
                 print(f"{label:<34} {side:<9} {elapsed:8.2f} {cpu:8.2f} {peak:9.1f}", flush=True)
         if static is None:
+            # The registry against itself read by one process (workers=1), for the parallel reading's share.
+            serial, serial_cpu, serial_peak = measure(commands["list"](config), {"IPM_REGISTRY_WORKERS": "1"})
+            label = "ansible-inventory --list --export"
+            print(f"{label:<34} {'workers=1':<9} {serial:8.2f} {serial_cpu:8.2f} {serial_peak:9.1f}", flush=True)
             elapsed, peak, cpu = results["list", "registry"]
             print(
                 f"inventory terminals={terminals} list_ratio=n/a hosts_ratio=n/a mem_ratio=n/a "
-                f"list_s={elapsed:.1f} list_cpu_s={cpu:.1f} list_peak_mib={peak:.0f}"
+                f"list_s={elapsed:.1f} list_cpu_s={cpu:.1f} list_peak_mib={peak:.0f} "
+                f"workers_ratio={elapsed / serial:.3f}"
             )
             return 0
         list_ratio = results["list", "registry"][0] / results["list", "static"][0]
