@@ -184,8 +184,9 @@ def test_cache_serves_and_notices_edits(tmp_path):
 
 def test_ansible_doc_renders_the_plugin():
     result = run("ansible-doc", "-t", "inventory", "ipm.fleet.registry")
-    for words in ("include_retired", "keyed_groups", "cache_plugin", "EXAMPLES", "registry: ../../registry/demo"):
+    for words in ("include_retired", "workers", "IPM_REGISTRY_WORKERS", "keyed_groups", "cache_plugin", "EXAMPLES"):
         assert words in result.stdout, words
+    assert "registry: ../../registry/demo" in result.stdout
 
 
 def test_workers_give_the_same_inventory_and_bad_values_are_refused(tmp_path):
