@@ -55,13 +55,13 @@ def rollout(fleet, release: str, *options: str) -> subprocess.CompletedProcess:
     return result
 
 
-def current(fleet) -> dict[str, str]:
-    """The release each terminal really runs: its current link, read over SSH."""
+def current(fleet, leave_out: tuple[str, ...] = ()) -> dict[str, str]:
+    """The release each terminal (but ``leave_out``) really runs: its current link, read over SSH."""
     command = [
         str(BIN / "ansible"),
         "-i",
         str(fleet["inventory"]),
-        "all",
+        ":".join(["all", *(f"!{name}" for name in leave_out)]),
         "-m",
         "ansible.builtin.command",
         "-a",
@@ -78,7 +78,7 @@ def current(fleet) -> dict[str, str]:
             last = host
         elif line.startswith("releases/") and answers:
             answers[last] = line.strip().split("/")[-1]
-    assert len(answers) == len(fleet["terminals"]), result.stdout + result.stderr
+    assert len(answers) == len(fleet["terminals"]) - len(leave_out), result.stdout + result.stderr
     return answers
 
 
@@ -156,3 +156,27 @@ def test_4_requests_without_change_id_or_unknown_release_are_refused(fleet):
     assert unknown.returncode != 0 and "is not in the catalog" in unknown.stdout
     emergency = rollout(fleet, "2.4.0", "-e", "window=ignore")
     assert emergency.returncode != 0 and "say why with -e window_justification" in emergency.stdout
+
+
+def test_5_an_unreachable_canary_is_recorded_and_halts_the_rollout(fleet, tmp_path):
+    canary = named(fleet, "par1")
+    before = current(fleet)
+    # A second inventory source points the canary at a closed port: SSH is refused, as for a terminal
+    # whose link is down. Its wave is that terminal alone, so without the role's handling Ansible
+    # would end the playbook there, without a ledger entry or a summary.
+    unreachable = tmp_path / "unreachable.yml"
+    unreachable.write_text(f"all:\n  hosts:\n    {canary}:\n      ansible_port: 9\n")
+    result = rollout(fleet, "2.4.0", "-e", "rollout_hosts=all", "-i", str(unreachable))
+    assert result.returncode == 2, result.stdout[-4000:] + result.stderr[-2000:]
+    assert f"canary {canary}" in result.stdout and "not_reached" in result.stdout, result.stdout[-4000:]
+    assert "ROLLOUT HALTED in ring canary" in result.stdout
+    assert f"failed, rolled back or not reached: {canary}" in result.stdout
+    assert current(fleet) == before, "the rollout went no further than the canary"
+
+    audit = [str(BIN / "ipm-audit"), "--log", str(fleet["audit"])]
+    ledger = subprocess.run(
+        [*audit, "deliveries", "--result", "not_reached", "--json"], capture_output=True, text=True, check=False
+    )
+    entries = json.loads(ledger.stdout)
+    assert [(e["terminal"], e["release"]) for e in entries] == [(canary, "2.4.0")]
+    assert entries[0]["reason"].startswith("unreachable:") and entries[0]["change_id"] == "CHG-7001"
