@@ -11,8 +11,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ipm.fleet.plugins.module_utils.maintenance_window import WindowError, site_zone
-
-RESULTS = ("delivered", "already_current", "rolled_back", "failed", "deferred", "incompatible", "not_reached")
+from ansible_collections.ipm.fleet.plugins.plugin_utils.delivery_ledger import RESULTS
 
 
 class ActionModule(ActionBase):

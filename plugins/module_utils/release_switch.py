@@ -109,13 +109,12 @@ def unpack(artifact, version, root="/"):
     try:
         with tarfile.open(artifact, "r:gz") as archive:
             for member in archive.getmembers():
-                if (
-                    member.name.startswith(("/", ".."))
-                    or "/../" in member.name
-                    or (member.issym() and member.linkname.startswith("/"))
-                ):
+                if _escapes(staging, member):
                     raise DeliveryError("artifact %s: unsafe path %s in the archive" % (artifact, member.name))
-            archive.extractall(staging)
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later: the library checks too
+                archive.extractall(staging, filter="data")
+            else:
+                archive.extractall(staging)
         if os.path.exists(final):
             shutil.rmtree(final)
         os.rename(staging, final)
@@ -123,6 +122,25 @@ def unpack(artifact, version, root="/"):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return True
+
+
+def _escapes(staging, member):
+    """True when extracting ``member`` under ``staging`` could write or point outside it.
+
+    Names and link targets are normalised lexically; with every link target kept inside, no chain
+    of links inside the archive can lead out either. Device files and FIFOs are refused as well.
+    """
+
+    def inside(path):
+        return path == staging or path.startswith(staging + os.sep)
+
+    if os.path.isabs(member.name) or not inside(os.path.normpath(os.path.join(staging, member.name))):
+        return True
+    if member.issym() or member.islnk():
+        base = os.path.dirname(member.name) if member.issym() else ""
+        target = os.path.normpath(os.path.join(staging, base, member.linkname))
+        return os.path.isabs(member.linkname) or not inside(target)
+    return not (member.isfile() or member.isdir())
 
 
 def manifest_in_archive(artifact):
@@ -465,6 +483,8 @@ def rollback(previous, old_config, old_unit, start_timeout, step):
     try:
         if old_config is not None:
             _write_atomically(CONFIG, old_config, 0o600)
+        elif os.path.lexists(CONFIG):
+            os.unlink(CONFIG)  # there were no parameters before this delivery
         if old_unit is not None:
             if old_unit:
                 _write_atomically(UNIT_PATH, old_unit, 0o644)
@@ -472,7 +492,10 @@ def rollback(previous, old_config, old_unit, start_timeout, step):
                 os.unlink(UNIT_PATH)
             systemctl("daemon-reload")
         if previous is None:
+            # A first installation that failed: back to no application at all (no dangling current link).
             systemctl("stop", UNIT_NAME)
+            if os.path.lexists(_current_link("/")):
+                os.unlink(_current_link("/"))
             outcome["healthy"] = True
             return outcome
         switch_current(previous)

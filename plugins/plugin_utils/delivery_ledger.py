@@ -23,9 +23,12 @@ def entries(records):
             record.get("kind", "task") != "task"
             or record.get("module") != LEDGER_MODULE
             or record.get("status") != "ok"
+            or record.get("check_mode")  # a --check run delivers nothing
         ):
             continue
-        args = record.get("args") or {}
+        args = record.get("args")
+        if not isinstance(args, dict):
+            args = {}  # hidden by no_log: the entry keeps what the record itself says
         found.append(
             {
                 "time": record.get("ended") or record.get("time"),

@@ -68,3 +68,17 @@ def test_what_runs_where_since_when_by_whom():
     assert running["t1"]["operator"] == "alice", "a later already_current does not move the delivery"
     assert running["t2"]["release"] == "2.4.0" and running["t2"]["change_id"] == "CHG-2"
     assert running["t3"]["release"] == "2.3.1", "a rolled-back terminal stays on the release it came from"
+
+
+def test_check_mode_records_are_not_deliveries():
+    # `rollout.yml --check` records what it would do; the ledger must not say the terminal got it.
+    dry = dict(record("t9", "delivered", "2.4.0", "2.3.1"), check_mode=True)
+    real = dict(record("t9", "deferred", "2.4.0"), check_mode=False)
+    assert [e["result"] for e in dl.entries([dry, real])] == ["deferred"]
+    assert dl.running_releases(dl.entries([dry])) == {}
+
+
+def test_a_record_whose_arguments_were_hidden_still_reads():
+    hidden = dict(record("t9", "delivered", "2.4.0"), args="the output has been hidden due to no_log")
+    (entry,) = dl.entries([hidden])
+    assert entry["terminal"] == "t9" and entry["result"] is None and entry["release"] is None
