@@ -85,3 +85,19 @@ def test_long_strings_are_cut_and_short_secrets_not_substituted_everywhere():
     redactor.collect({"pin": "12"})  # too short to mask inside other strings
     assert redactor.value({"msg": "12 files"}) == {"msg": "12 files"}
     assert redactor.value({"pin": "12"}) == {"pin": MASK}
+
+
+def test_a_known_secret_across_the_cut_leaves_no_part_of_it():
+    redactor = Redactor(max_string=100)
+    redactor.collect({"api_password": "s3cr3t-canary-value"})
+    text = redactor.text("x" * 91 + " s3cr3t-canary-value and more text after it " * 3)
+    assert "s3cr3t" not in text and "canary" not in text
+    assert "[cut " in text
+
+
+def test_free_text_keys_start_at_a_word_boundary():
+    redactor = Redactor()
+    assert redactor.text("db.password = hunter22") == f"db.password = {MASK}"
+    word = "certificate-authority-data: " + "QUJD" * 50
+    assert redactor.text(word) == word  # not a secret-looking key: left as it is
+    assert redactor.text("x_token=abc12345") == f"x_token={MASK}"
