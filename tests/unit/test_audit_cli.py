@@ -145,3 +145,21 @@ def test_keygen_refuses_to_overwrite(tmp_path, capsys):
     assert run(capsys, "keygen", "--key-file", key)[0] == 0
     code, _, err = run(capsys, "keygen", "--key-file", key)
     assert code == 2 and "already exists" in err and err.count("\n") == 1
+
+
+def test_foreign_or_incomplete_lines_are_skipped_not_fatal(tmp_path, capsys):
+    # A line that is not an object, a run id that is a list, a delivery without release or a readable time.
+    path = tmp_path / "odd.jsonl"
+    odd = {
+        "kind": "task",
+        "seq": 1,
+        "data": {"run": ["x"], "module": "ipm.fleet.delivery", "status": "ok", "args": {"result": "delivered"}},
+        "time": "not a time",
+    }
+    path.write_text("[1, 2]\n" + json.dumps(odd) + "\n")
+    assert main(["--log", str(path), "list"]) == 0
+    assert main(["--log", str(path), "deliveries"]) == 0
+    assert main(["--log", str(path), "deliveries", "--running"]) == 0
+    assert main(["--log", str(path), "list", "--since", "2026-01-01"]) == 0
+    out, err = capsys.readouterr()
+    assert "delivered" in out and "0 record(s)" in err

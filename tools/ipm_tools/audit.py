@@ -80,14 +80,15 @@ def flat_records(log: str, kinds: set[str] | None) -> Iterator[dict]:
     runs: dict[str, dict] = {}
     try:
         for _line, record in iter_records(path):
-            data = record.get("data")
+            data = record.get("data") if isinstance(record, dict) else None
             if not isinstance(data, dict):
-                continue
+                continue  # not a record this tool wrote (`ipm-audit verify` reports it)
             kind = record.get("kind")
+            run_id = str(data.get("run"))
             if kind == "run_start":
-                runs[data.get("run")] = data
+                runs[run_id] = data
             flat = {"seq": record.get("seq"), "kind": kind, "time": record.get("time")}
-            run = runs.get(data.get("run")) if kind in ("task", "run_end") else None
+            run = runs.get(run_id) if kind in ("task", "run_end") else None
             if run is not None:
                 for key in RUN_FIELDS:
                     flat[key] = run.get(key)
@@ -162,9 +163,12 @@ def build_filter(args):
             return False
         if args.failed and record.get("status") not in ("failed", "unreachable"):
             return False
-        if since is not None and moment_of(record, since[0]) < since[1]:
-            return False
-        return until is None or moment_of(record, until[0]) < until[1]
+        try:
+            if since is not None and moment_of(record, since[0]) < since[1]:
+                return False
+            return until is None or moment_of(record, until[0]) < until[1]
+        except (TypeError, ValueError):
+            return False  # a record without a readable time cannot be placed in the interval
 
     return keep
 
@@ -332,7 +336,7 @@ def cmd_deliveries(args) -> int:
         for row in rows:
             since = row["since_local"] or row["since"] or "(before the log)"
             print(
-                f"{row['terminal']:<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} {row['release']:<8} since {since}  by {row['operator'] or '-'} ({row['change_id'] or '-'})"
+                f"{row['terminal'] or '-':<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} {row['release'] or '-':<8} since {since}  by {row['operator'] or '-'} ({row['change_id'] or '-'})"
             )
         print(f"{len(rows)} terminal(s)", file=sys.stderr)
         return 0
@@ -348,8 +352,8 @@ def cmd_deliveries(args) -> int:
         when = row["site_time"] if args.local else row["time"]
         reason = f"  ({row['reason']})" if row["reason"] else ""
         print(
-            f"{when}  {row['terminal']:<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} "
-            f"{row['from_version'] or '-'} -> {row['release']:<8} {row['result']:<16} {row['operator'] or '-'} {row['change_id'] or '-'}{reason}"
+            f"{when or '-'}  {row['terminal'] or '-':<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} "
+            f"{row['from_version'] or '-'} -> {row['release'] or '-':<8} {row['result'] or '-':<16} {row['operator'] or '-'} {row['change_id'] or '-'}{reason}"
         )
     print(f"{len(rows)} delivery attempt(s)", file=sys.stderr)
     return 0
