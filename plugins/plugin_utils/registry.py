@@ -298,17 +298,32 @@ def registry_files(registry_dir: str, skip_dirs=()) -> list[str]:
 
 
 def fingerprint(registry_dir: str) -> list:
-    """Names, sizes and modification times of every file the registry reads (for the plugin cache)."""
+    """Names, sizes and modification times of every file the registry reads (for the plugin cache).
+
+    The catalog, the release definitions it points to (wherever they are) and the customer files;
+    not ``.git`` or other files the registry does not read, so a git operation does not invalidate it.
+    """
+    catalog = os.path.join(registry_dir, CATALOG_FILE)
+    paths = [catalog]
+    releases_dir = None
+    try:
+        relative = load_yaml(catalog).get("releases_dir")
+        releases_dir = os.path.normpath(os.path.join(registry_dir, relative))
+        paths += [
+            os.path.join(releases_dir, name)
+            for name in sorted(os.listdir(releases_dir))
+            if name.endswith(YAML_SUFFIXES) and not name.startswith(".")
+        ]
+    except (OSError, AttributeError, TypeError, ValueError, yaml.YAMLError):
+        pass  # no usable catalog: loading will report it, and the stamp still follows the catalog's own file
+    paths += registry_files(registry_dir, [releases_dir] if releases_dir else [])
     items = []
-    for root, dirs, files in os.walk(registry_dir, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            try:
-                stat = os.stat(full)
-            except OSError:
-                continue
-            items.append([full, stat.st_size, stat.st_mtime_ns])
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        items.append([path, stat.st_size, stat.st_mtime_ns])
     return items
 
 
@@ -530,6 +545,17 @@ def _load_file(path, rel, problems):
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(
             Problem(rel, (), "cannot read the file: " + " ".join(str(exc).split()), "a readable UTF-8 file")
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        # YAML that parses but whose value cannot be built: an impossible date (2024-13-01), !!int abc, ...
+        problems.append(
+            Problem(
+                rel,
+                (),
+                "a value YAML cannot build: " + " ".join(str(exc).split()),
+                "valid dates and numbers; quote a value meant as text",
+                "",
+            )
         )
     return None, False
 

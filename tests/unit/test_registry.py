@@ -427,12 +427,21 @@ def _outcome(fleet, problems):
     return [str(p) for p in problems], [(d["file"], d["customer"], d["sites"]) for d in fleet.customers]
 
 
-def test_several_processes_find_the_same_fleet_and_problems(tmp_path):
+def test_several_processes_find_the_same_fleet_and_problems(tmp_path, monkeypatch):
     config = rb.write(tmp_path, *_many_files_with_faults())
     serial = _outcome(*reg.load_fleet(str(config), workers=1))
     assert len(serial[0]) == 8, serial[0]
     assert any("x3-0" in line and "extra-3.yml" in line and "already at" in line for line in serial[0])
     assert any("'a-001', already at" in line and "alpha.yml" in line for line in serial[0])
+    # From here on no file may be read in this process: the workers really read them all.
+    parent = os.getpid()
+    read = reg._read_customer_file
+
+    def only_in_a_worker(fleet, path):
+        assert os.getpid() != parent, "read in the parent: the workers did not run"
+        return read(fleet, path)
+
+    monkeypatch.setattr(reg, "_read_customer_file", only_in_a_worker)
     for workers in (2, 3, 6):
         assert _outcome(*reg.load_fleet(str(config), workers=workers)) == serial, workers
 
@@ -462,3 +471,13 @@ def test_a_killed_worker_falls_back_to_reading_here(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reg, "_read_customer_file", dies_in_a_worker)
     assert _outcome(*reg.load_fleet(str(config), workers=2)) == expected
+
+
+@pytest.mark.parametrize("value", ["2024-13-01", "!!int abc", "!!float nothing"])
+def test_values_yaml_cannot_build_are_reported_not_raised(tmp_path, value):
+    text = (
+        f"customer: {{id: gamma, name: G, country: FR, languages: [fr], release: 1.0.0}}\nnotes: {value}\nsites: []\n"
+    )
+    _, problems = problems_of(tmp_path, raw={"customers/gamma.yml": text})
+    (problem,) = [p for p in problems if p.file.endswith("gamma.yml")]
+    assert "a value YAML cannot build" in problem.message and "quote" in problem.expected

@@ -173,8 +173,20 @@ def test_cache_serves_and_notices_edits(tmp_path):
         f"plugin: ipm.fleet.registry\nregistry: registry\ncache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: {cache_dir}\n"
     )
     first = inventory(config)
-    assert list(cache_dir.iterdir()), "nothing cached"
+    (cached,) = list(cache_dir.iterdir())
     assert inventory(config) == first
+    # Served from the cache: a value changed in the cache file (only there) comes out.
+    cached.write_text(cached.read_text().replace("127.0.99.1", "127.0.99.201"))
+    assert inventory(config)["_meta"]["hostvars"]["a-001"]["ansible_host"] == "127.0.99.201"
+    # Files the registry does not read (git's own, a README) leave the cache in use...
+    (tmp_path / "registry" / ".git").mkdir()
+    (tmp_path / "registry" / ".git" / "index").write_text("x")
+    (tmp_path / "registry" / "README.md").write_text("notes")
+    assert inventory(config)["_meta"]["hostvars"]["a-001"]["ansible_host"] == "127.0.99.201"
+    # ...a release definition the catalog points to does not.
+    release = tmp_path / "registry" / "releases" / "1.0.0.yml"
+    release.write_text(release.read_text() + "\n")
+    assert inventory(config)["_meta"]["hostvars"]["a-001"]["ansible_host"] == "127.0.99.1"
     path = tmp_path / "registry" / "customers" / "bravo.yml"
     document = yaml.safe_load(path.read_text())
     document["sites"][0]["terminals"][0]["ring"] = "canary"
