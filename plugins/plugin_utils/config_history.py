@@ -96,13 +96,17 @@ def list_snapshots(store, terminal):
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise HistoryError("history store %s cannot be read: %s" % (directory, exc.strerror or exc)) from None
     found = []
     for name in names:
         match = _FILE.match(name)
         if match:
-            found.append(
-                (_dt.datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC), os.path.join(directory, name))
-            )
+            try:
+                taken_at = _dt.datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
+            except ValueError:
+                continue  # a name shaped like a snapshot's but not a real time: not one of ours
+            found.append((taken_at, os.path.join(directory, name)))
     return sorted(found)
 
 
@@ -114,14 +118,23 @@ def terminals(store):
         )
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise HistoryError("history store %s cannot be read: %s" % (store, exc.strerror or exc)) from None
 
 
 def read_snapshot(path):
+    """One snapshot: a mapping with a ``facts`` mapping, or HistoryError naming the file."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            record = json.load(handle)
     except (OSError, ValueError) as exc:
         raise HistoryError("snapshot %s is unreadable: %s" % (path, exc)) from None
+    if not isinstance(record, dict) or not isinstance(record.get("facts"), dict):
+        raise HistoryError(
+            "snapshot %s is not a snapshot: expected a JSON object with a 'facts' object; move it out of the store"
+            % path
+        )
+    return record
 
 
 def snapshot_as_of(store, terminal, when):

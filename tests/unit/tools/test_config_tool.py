@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,25 @@ def test_unknown_terminal_and_bad_date_are_one_line_errors(tmp_path):
     )
     bad_date = run([str(BIN / "ipm-config"), "--store", str(tmp_path), "diff", "nobody", "yesterday"])
     assert bad_date.returncode == 2 and "expected ISO 8601" in bad_date.stderr and "Traceback" not in bad_date.stderr
+
+
+def test_a_corrupt_store_is_named_not_a_traceback(tmp_path):
+    store = tmp_path / "store"
+    (store / "term-a").mkdir(parents=True)
+    for name, content in (
+        ("20261101T000000000000Z.json", '{"taken_at": "2026-11-01"}'),  # no facts
+        ("20261102T000000000000Z.json", "[]"),  # not an object
+        ("20261399T000000000000Z.json", "{}"),  # a name that is not a time: not a snapshot
+    ):
+        (store / "term-a" / name).write_text(content)
+    for command in (
+        ["history", "term-a"],
+        ["show", "--terminal", "term-a", "2026-12-01"],
+        ["diff", "term-a", "2026-10-01"],
+    ):
+        result = run([str(BIN / "ipm-config"), "--store", str(store), *command])
+        assert result.returncode != 0 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert re.search(r"term-a/2026110[12]T000000000000Z\.json is not a snapshot", result.stderr), result.stderr
+    not_a_store = run([str(BIN / "ipm-config"), "--store", "/etc/passwd", "history", "term-a"])
+    assert not_a_store.returncode != 0 and "Traceback" not in not_a_store.stderr
+    assert "cannot be read" in not_a_store.stderr
