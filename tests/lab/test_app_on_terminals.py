@@ -138,3 +138,31 @@ def test_role_applies_layers_is_idempotent_and_refuses_invalid_values(lab_termin
     assert "max_amount: expected a number between 0.5 and 1000.0, found 5000 (int)" in refused.stdout
     assert lab_terminals.ssh(name, "sha256sum /etc/ipm/app.yml").stdout == before
     assert health(lab_terminals.address(name))[1]["status"] == "ok"
+
+
+def test_parameters_ipm_app_is_not_healthy_on_are_put_back(lab_terminals, tmp_path):
+    # The health check is pointed at a port nothing answers on: the role must treat the new parameters
+    # as failed, put the previous file back and restart ipm-app on it.
+    name = lab_terminals.names[1]
+    before = lab_terminals.ssh(name, "sha256sum /etc/ipm/app.yml").stdout
+    result = run_role(
+        lab_terminals,
+        tmp_path,
+        {
+            "ipm_parameters": {"terminal_label": "Never healthy"},
+            "app_parameters_health_port": 8089,
+            "app_parameters_health_retries": 2,
+            "app_parameters_health_delay_s": 1,
+        },
+        "--limit",
+        name,
+    )
+    assert result.returncode != 0
+    output = " ".join(result.stdout.split())
+    assert "The previous parameters were put back in /etc/ipm/app.yml and ipm-app restarted on them" in output, output
+    assert lab_terminals.ssh(name, "sha256sum /etc/ipm/app.yml").stdout == before
+    copies = [f for f in lab_terminals.ssh(name, "ls /etc/ipm").stdout.split() if f.startswith("app.yml.")]
+    assert copies == [], "no copy of the parameters left behind"
+    assert wait_for_health(lab_terminals.address(name))["status"] == "ok"
+    label = lab_terminals.ssh(name, "grep terminal_label /etc/ipm/app.yml || true").stdout
+    assert "Never healthy" not in label
