@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--terminals", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.terminals < 1:
+        parser.error(f"--terminals: expected 1 or more, found {args.terminals}")
     names = [f"bf{uuid.uuid4().hex[:4]}-{i:02d}" for i in range(1, args.terminals + 1)]
     modules = {
         "ping": "ansible.builtin.ping",
@@ -76,7 +78,7 @@ def main() -> int:
                 )
         finally:
             subprocess.run(
-                [str(BIN / "ipm-lab"), "down", *names], capture_output=True, text=True, env=env(), check=False
+                [str(BIN / "ipm-lab"), "down", "--missing-ok", *names], capture_output=True, text=True, env=env(), check=False
             )
     median = {key: statistics.median(values) for key, values in times.items()}
     print(

@@ -93,6 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--terminals", type=int, default=20, help="terminals to boot together (default: 20)")
     args = parser.parse_args()
+    if args.terminals < 1:
+        parser.error(f"--terminals: expected 1 or more, found {args.terminals}")
     if os.geteuid() != 0:
         print("bench/lab.py: must run as root (it boots systemd-nspawn containers)", file=sys.stderr)
         return 1

@@ -201,6 +201,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settle", type=float, default=2.0, help="settle period of both contenders, seconds")
     args = parser.parse_args()
+    if args.terminals < 1:
+        parser.error(f"--terminals: expected 1 or more, found {args.terminals}")
     run([str(BIN / "ipm-release"), "build", "2.3.1", "2.4.0"])
     names = [f"br{uuid.uuid4().hex[:4]}-{i:02d}" for i in range(1, args.terminals + 1)]
     times: dict[str, list[float]] = {"ansible": [], "floor": []}
@@ -231,7 +233,7 @@ def main() -> int:
                 )
         finally:
             subprocess.run(
-                [str(BIN / "ipm-lab"), "down", *names], capture_output=True, text=True, env=env(), check=False
+                [str(BIN / "ipm-lab"), "down", "--missing-ok", *names], capture_output=True, text=True, env=env(), check=False
             )
     ansible_s, floor_s = statistics.median(times["ansible"]), statistics.median(times["floor"])
     print(f"median over {args.rounds} rounds, settle {args.settle}s, {len(names)} terminals")

@@ -108,7 +108,7 @@ def main() -> int:
     finally:
         if booted and not args.keep:
             banner("9. stop the demo's lab terminals")
-            subprocess.run([lab_tool, "down", *demo_terminals()], cwd=ROOT, check=False)
+            subprocess.run([lab_tool, "down", "--missing-ok", *demo_terminals()], cwd=ROOT, check=False)
     banner("done")
     return 0
 

@@ -179,6 +179,7 @@ def test_up_after_a_crash_cleans_leftovers_first(lab_factory, run_lab_command):
     while nspawn_alive(state) and time.monotonic() < deadline:
         time.sleep(0.1)
     orphans = container_pids(upper)
+    assert orphans, "the container's processes outlive a killed nspawn (else this test checks nothing)"
     # This `up` cleans the left-over (or another session's `up` did it first: both run the same cleanup).
     run_lab_command("up", name)
     new_state = _state(name)

@@ -147,17 +147,18 @@ def test_delivery_completes_when_the_ssh_session_drops(lab_terminals, built_rele
         start_new_session=True,
     )
     # Wait until the new release is being watched (switched, settling), then cut the controller side.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        probe = lab_terminals.ssh(name, "readlink /opt/ipm/app/current", check=False).stdout.strip()
-        if probe == "releases/2.4.0":
-            break
-        time.sleep(0.5)
-    else:
-        runner.kill()
-        pytest.fail("the delivery never switched to 2.4.0")
-    os.killpg(runner.pid, signal.SIGKILL)
-    runner.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            probe = lab_terminals.ssh(name, "readlink /opt/ipm/app/current", check=False).stdout.strip()
+            if probe == "releases/2.4.0":
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the delivery never switched to 2.4.0")
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)  # ansible-playbook and its ssh, all of its session
+        runner.wait(timeout=30)
     # The transaction goes on by itself on the terminal and leaves its result behind.
     deadline = time.monotonic() + 120
     result = None

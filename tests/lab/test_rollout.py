@@ -36,7 +36,7 @@ def fleet(tmp_path_factory, run_lab_command):
         run_lab_command("up", "--inventory", str(inventory))
         yield {"inventory": inventory, "terminals": terminals, "audit": directory / "audit.jsonl"}
     finally:
-        run_lab_command("down", *terminals, check=False)
+        run_lab_command("down", "--missing-ok", *terminals, check=False)
 
 
 def rollout(fleet, release: str, *options: str) -> subprocess.CompletedProcess:

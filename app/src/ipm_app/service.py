@@ -338,13 +338,19 @@ def serve(args: argparse.Namespace, release: dict) -> int:
     model = check_hardware(release, args.hardware_file)
     setup_logging(args.log_file, parameters.get("log_level", "INFO"))
     address = args.listen_address or parameters.get("listen_address", "0.0.0.0")
-    store = TransactionStore(args.data_dir)
+    try:
+        store = TransactionStore(args.data_dir)
+    except (OSError, sqlite3.Error) as exc:
+        raise ListenError(f"cannot open the transaction store in {args.data_dir}: {exc}: check --data-dir") from None
     app = App(release, parameters, store)
     handler = type("BoundHandler", (Handler,), {"app": app})
     try:
         server = ThreadingHTTPServer((address, args.port), handler)
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {address}:{args.port}: {exc.strerror}: check listen_address") from None
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ListenError(
+            f"cannot listen on {address}:{args.port}: {reason}: check listen_address and --port"
+        ) from None
     server.daemon_threads = True
 
     def stop(signum: int, _frame: object) -> None:

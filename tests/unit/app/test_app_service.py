@@ -210,3 +210,27 @@ def test_release_2_4_1_turns_unhealthy_after_start(start_app):
     assert (status, health["status"]) == (503, "failing")
     assert app.process.poll() is None  # still running: only the health check tells
     assert "health check failing" in app.log_file.read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--port", "99999", "cannot listen on 127.0.0.1:99999"),
+        ("--data-dir", "/proc/nope", "cannot open the transaction store"),
+    ],
+)
+def test_a_bad_port_or_data_directory_is_one_line_not_a_traceback(installed, tmp_path, option, value, words):
+    config = tmp_path / "app.yml"
+    config.write_text("{}\n")
+    arguments = {
+        "--config": str(config),
+        "--listen-address": "127.0.0.1",
+        "--port": str(free_port()),
+        "--data-dir": str(tmp_path / "data"),
+        "--log-file": str(tmp_path / "app.log"),
+        "--hardware-file": str(tmp_path / "hardware.yml"),
+        option: value,
+    }
+    result = run_app(installed, "2.4.0", *[item for pair in arguments.items() for item in pair])
+    assert result.returncode == 1
+    assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
