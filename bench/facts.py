@@ -78,7 +78,11 @@ def main() -> int:
                 )
         finally:
             subprocess.run(
-                [str(BIN / "ipm-lab"), "down", "--missing-ok", *names], capture_output=True, text=True, env=env(), check=False
+                [str(BIN / "ipm-lab"), "down", "--missing-ok", *names],
+                capture_output=True,
+                text=True,
+                env=env(),
+                check=False,
             )
     median = {key: statistics.median(values) for key, values in times.items()}
     print(

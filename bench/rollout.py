@@ -233,7 +233,11 @@ def main() -> int:
                 )
         finally:
             subprocess.run(
-                [str(BIN / "ipm-lab"), "down", "--missing-ok", *names], capture_output=True, text=True, env=env(), check=False
+                [str(BIN / "ipm-lab"), "down", "--missing-ok", *names],
+                capture_output=True,
+                text=True,
+                env=env(),
+                check=False,
             )
     ansible_s, floor_s = statistics.median(times["ansible"]), statistics.median(times["floor"])
     print(f"median over {args.rounds} rounds, settle {args.settle}s, {len(names)} terminals")
