@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ipm.fleet.plugins.module_utils.maintenance_window import WindowError, site_zone
@@ -22,13 +21,15 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        args = self._task.args
-        if not args.get("release"):
-            raise AnsibleActionFail("ipm.fleet.delivery: release is required (the version delivered or attempted)")
-        if args.get("result") not in RESULTS:
-            raise AnsibleActionFail(
-                "ipm.fleet.delivery: result must be one of %s, got %r" % (", ".join(RESULTS), args.get("result"))
+        _, args = self.validate_argument_spec(
+            argument_spec=dict(
+                release=dict(type="str", required=True),
+                result=dict(type="str", required=True, choices=list(RESULTS)),
+                from_version=dict(type="str"),
+                reason=dict(type="str", default=""),
+                details=dict(type="dict"),
             )
+        )
         now = datetime.datetime.now(datetime.timezone.utc)
         zone_name = task_vars.get("ipm_site_timezone") or "UTC"
         try:

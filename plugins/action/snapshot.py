@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import os
-
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
@@ -26,13 +24,16 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        args = self._task.args
-        store = args.get("store")
-        if not store or not isinstance(store, str):
-            raise AnsibleActionFail(
-                "ipm.fleet.snapshot: store must be the path of the history directory on the controller"
+        _, args = self.validate_argument_spec(
+            argument_spec=dict(
+                store=dict(type="path", required=True),
+                facts=dict(type="dict"),
+                taken_at=dict(type="str"),
+                context=dict(type="dict"),
             )
-        facts = args.get("facts", task_vars.get("ipm_terminal"))
+        )
+        store = args["store"]
+        facts = args["facts"] if args.get("facts") is not None else task_vars.get("ipm_terminal")
         if not isinstance(facts, dict):
             raise AnsibleActionFail(
                 "ipm.fleet.snapshot: no facts for %s: run ipm.fleet.terminal_facts first or pass facts"
@@ -44,23 +45,12 @@ class ActionModule(ActionBase):
         if extra:
             context["change"] = extra
         context.update(args.get("context") or {})
-        store = os.path.expanduser(store)
+        check = bool(self._task.check_mode)
         try:
-            if self._task.check_mode:
-                from ansible_collections.ipm.fleet.plugins.plugin_utils.config_history import (
-                    diff_facts,
-                    list_snapshots,
-                    read_snapshot,
-                )
-
-                existing = list_snapshots(store, terminal)
-                previous = read_snapshot(existing[-1][1])["facts"] if existing else {}
-                path, changes = None, diff_facts(previous, facts)
-            else:
-                path, changes = write_snapshot(store, terminal, facts, args.get("taken_at"), context)
+            path, changes = write_snapshot(store, terminal, facts, args.get("taken_at"), context, dry_run=check)
         except (HistoryError, OSError) as exc:
             raise AnsibleActionFail("ipm.fleet.snapshot: %s" % exc) from None
-        result.update(changed=bool(changes), path=path, changes=changes, terminal=terminal)
+        result.update(changed=path is not None, path=None if check else path, changes=changes, terminal=terminal)
         if self._task.diff and changes:
             result["diff"] = {
                 "before_header": "%s (previous snapshot)" % terminal,

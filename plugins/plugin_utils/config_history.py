@@ -148,11 +148,11 @@ def snapshot_as_of(store, terminal, when):
     return read_snapshot(chosen) if chosen else None
 
 
-def write_snapshot(store, terminal, facts, taken_at=None, context=None):
+def write_snapshot(store, terminal, facts, taken_at=None, context=None, dry_run=False):
     """Store FACTS as the terminal's snapshot at TAKEN_AT unless they equal the previous one.
 
     Returns (path or None, changes since the previous snapshot). CONTEXT (customer, site, change id)
-    is stored beside the facts.
+    is stored beside the facts. With DRY_RUN nothing is written: the path is the one it would write.
     """
     taken_at = parse_when(taken_at) if taken_at else _dt.datetime.now(UTC)
     existing = list_snapshots(store, terminal)
@@ -161,8 +161,10 @@ def write_snapshot(store, terminal, facts, taken_at=None, context=None):
     if previous is not None and not changes:
         return None, []
     directory = _terminal_dir(store, terminal)
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, taken_at.astimezone(UTC).strftime(_STAMP) + ".json")
+    if dry_run:
+        return path, changes
+    os.makedirs(directory, exist_ok=True)
     record = {
         "terminal": terminal,
         "taken_at": taken_at.astimezone(UTC).isoformat(),

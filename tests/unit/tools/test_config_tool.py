@@ -72,6 +72,7 @@ def test_snapshot_history_diff_show_and_drift(tmp_path):
 
     checked = snapshot(tmp_path, store, "2026-11-01T10:00:00Z", "2.3.1", "--check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "changed=1" in checked.stdout, "check mode says the first snapshot would be written"
     assert not store.exists(), "check mode writes nothing"
 
     first = snapshot(tmp_path, store, "2026-11-01T10:00:00Z", "2.3.1")
@@ -163,3 +164,23 @@ def test_a_corrupt_store_is_named_not_a_traceback(tmp_path):
     not_a_store = run([str(BIN / "ipm-config"), "--store", "/etc/passwd", "history", "term-a"])
     assert not_a_store.returncode != 0 and "Traceback" not in not_a_store.stderr
     assert "cannot be read" in not_a_store.stderr
+
+
+def test_snapshot_and_delivery_arguments_are_checked(tmp_path):
+    (tmp_path / "inventory.yml").write_text(INVENTORY.format(python=sys.executable))
+    (tmp_path / "play.yml").write_text(
+        "- hosts: term-a\n  gather_facts: false\n  tasks:\n"
+        "    - ipm.fleet.snapshot: {store: /tmp/x, facts: {a: 1}, context: abc}\n"
+    )
+    bad_context = snapshot(tmp_path, tmp_path / "h", "2026-11-01T10:00:00Z", "2.3.1")
+    assert bad_context.returncode != 0 and "context" in bad_context.stdout and "dict" in bad_context.stdout
+    for arguments, words in (
+        ("{release: 2.4.0, result: shipped}", ("result", "shipped", "not_reached")),
+        ("{release: 2.4.0, result: delivered, details: oops}", ("details", "dict")),
+    ):
+        (tmp_path / "play.yml").write_text(
+            f"- hosts: term-a\n  gather_facts: false\n  tasks:\n    - ipm.fleet.delivery: {arguments}\n"
+        )
+        bad_delivery = snapshot(tmp_path, tmp_path / "h", "2026-11-01T10:00:00Z", "2.3.1")
+        assert bad_delivery.returncode != 0
+        assert all(word in bad_delivery.stdout for word in words), bad_delivery.stdout
