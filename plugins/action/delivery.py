@@ -21,7 +21,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(
+        _validation, args = self.validate_argument_spec(
             argument_spec=dict(
                 release=dict(type="str", required=True),
                 result=dict(type="str", required=True, choices=list(RESULTS)),
