@@ -13,7 +13,7 @@ guess. Standard library only: the rollout module runs this on terminals too.
 
 from __future__ import annotations
 
-from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import version_tuple as parse_version
+from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import version_tuple
 
 
 def _get(mapping, *path):
@@ -32,7 +32,7 @@ def _unknown_reason(facts, section):
 def check_compatibility(manifest, facts, allow_downgrade=False):
     """Check one release manifest against one terminal's facts; see the module docstring."""
     reasons = []
-    if not isinstance(manifest, dict) or not parse_version(manifest.get("version")):
+    if not isinstance(manifest, dict) or not version_tuple(manifest.get("version")):
         return {"compatible": False, "reasons": ["release manifest: expected a mapping with a version X.Y.Z"]}
     if not isinstance(facts, dict):
         return {"compatible": False, "reasons": ["terminal facts: expected the ipm_terminal fact (a mapping)"]}
@@ -75,17 +75,17 @@ def check_compatibility(manifest, facts, allow_downgrade=False):
 
     current = _get(facts, "application", "current")
     if current:
-        current_version = parse_version(current)
+        current_version = version_tuple(current)
         oldest = rules.get("upgrades_from")
         if current_version is None:
             reasons.append("installed release %r is not a version X.Y.Z" % (current,))
         else:
-            if oldest and parse_version(oldest) and current_version < parse_version(oldest):
+            if oldest and version_tuple(oldest) and current_version < version_tuple(oldest):
                 reasons.append(
                     "installed release %s is older than %s, the oldest release %s upgrades from"
                     % (current, oldest, version)
                 )
-            if current_version > parse_version(version) and not allow_downgrade:
+            if current_version > version_tuple(version) and not allow_downgrade:
                 reasons.append(
                     "installed release %s is newer than %s: a downgrade needs allow_downgrade" % (current, version)
                 )

@@ -111,19 +111,6 @@ def parse_version(text):
     return tuple(int(part) for part in match.groups())
 
 
-def upgrade_allowed(installed_version, definition):
-    """True when a terminal on INSTALLED_VERSION may move to DEFINITION's release.
-
-    Upgrades need ``installed >= compatibility.upgrades_from``; moving back to an older release
-    (a rollback) or staying is always allowed by this rule.
-    """
-    installed = parse_version(installed_version)
-    target = parse_version(definition["version"])
-    if installed >= target:
-        return True
-    return installed >= parse_version(definition["compatibility"]["upgrades_from"])
-
-
 # --- loading ----------------------------------------------------------------------------------
 
 
@@ -389,14 +376,6 @@ def parameters_digest(parameters):
     """sha256 of the canonical JSON of PARAMETERS (sorted keys, no spaces): what /health reports."""
     canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def redact(definition, parameters):
-    """PARAMETERS with every non-empty secret value replaced, for logs and diffs."""
-    schema = definition["parameters"]
-    return dict(
-        (key, "********" if schema.get(key, {}).get("secret") and value else value) for key, value in parameters.items()
-    )
 
 
 # --- migration --------------------------------------------------------------------------------

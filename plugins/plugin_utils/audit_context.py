@@ -85,12 +85,6 @@ def zone(name: str | None) -> datetime.tzinfo:
         return datetime.timezone.utc
 
 
-def site_time(utc_iso: str, timezone_name: str | None) -> str:
-    """Convert a record's UTC time (``...Z``) to ISO 8601 in the site's zone, with offset."""
-    moment = datetime.datetime.fromisoformat(utc_iso.replace("Z", "+00:00"))
-    return moment.astimezone(zone(timezone_name)).isoformat(timespec="microseconds")
-
-
 def utc_and_site_time(timestamp: float, timezone_name: str | None) -> tuple[str, str]:
     """A POSIX timestamp as (UTC ``...Z``, site-local ISO 8601 with offset)."""
     moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)

@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 GENESIS = "0" * 64
-FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 KEY_BYTES = 32
 
@@ -70,11 +69,6 @@ def _json_default(value):
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
-
-
-def record_hash(record: dict) -> str:
-    """SHA-256 (hex) of a record's canonical serialisation."""
-    return hashlib.sha256(canonical_bytes(record)).hexdigest()
 
 
 def utc_now() -> str:

@@ -20,7 +20,7 @@ very long strings are cut to ``max_string`` characters.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 MASK = "********"
 NO_LOG_MARKER = "hidden: no_log was set for this result"
@@ -69,14 +69,6 @@ class Redactor:
         if isinstance(value, str) and len(value) >= MIN_SECRET_LEN and value not in self._secrets:
             self._secrets.add(value)
             self._secret_re = None
-
-    def add_secrets(self, values: Iterable[object]) -> None:
-        for value in values:
-            self.add_secret(value)
-
-    @property
-    def secrets_known(self) -> int:
-        return len(self._secrets)
 
     def collect(self, variables: Mapping, plaintext: Callable[[object], str | None] | None = None, depth: int = 0):
         """Learn the secret values in a variables mapping: values of secret-named keys and vaulted values.

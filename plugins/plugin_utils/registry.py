@@ -54,14 +54,6 @@ _PATTERNS: dict[str, re.Pattern] = {}
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 
 
-class RegistryError(Exception):
-    """The registry cannot be used: carries every problem found."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__(format_report(self.problems))
-
-
 class Problem:
     """One thing wrong in the registry, located as precisely as the YAML allows."""
 
@@ -170,18 +162,6 @@ def valid_timezone(name: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def _all_timezones():
     return sorted(zoneinfo.available_timezones()) if zoneinfo else []
-
-
-def window_problems(window) -> list[tuple[tuple, str, str, str]]:
-    """Syntax of one maintenance window: ``(keys, message, expected, found)`` for each fault.
-
-    A window is ``{days: [mon..sun], start: "HH:MM", duration_minutes: 1..1440}`` in site-local time;
-    a window that runs past midnight (start 23:00, 180 minutes) is allowed and ends the next day.
-    """
-    spec = OBJECTS["window"]
-    faults: list = []
-    _check_fields(window, spec, (), lambda keys, m, e, f: faults.append((keys, m, e, f)))
-    return faults
 
 
 # --------------------------------------------------------------------------- loading
@@ -1039,14 +1019,6 @@ def _node_line(node, keys):
         else:
             return line
     return line
-
-
-def validate(path: str) -> Fleet:
-    """Load the registry; raise :class:`RegistryError` (with the full report) if anything is wrong."""
-    fleet, problems = load_fleet(path)
-    if problems:
-        raise RegistryError(problems)
-    return fleet
 
 
 # --------------------------------------------------------------------------- the inventory

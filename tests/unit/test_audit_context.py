@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import getpass
 
 import pytest
@@ -9,7 +10,6 @@ import pytest
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import (
     normalise_maintenance_type,
     resolve_operator,
-    site_time,
     utc_and_site_time,
 )
 
@@ -27,10 +27,12 @@ def test_operator_chain_order():
 
 
 def test_site_time_in_the_sites_zone_and_utc_fallback():
-    assert site_time("2026-07-01T12:00:00.000000Z", "Europe/Paris") == "2026-07-01T14:00:00.000000+02:00"
-    assert site_time("2026-01-01T12:00:00.000000Z", "Australia/Sydney") == "2026-01-01T23:00:00.000000+11:00"
-    assert site_time("2026-01-01T12:00:00.000000Z", None) == "2026-01-01T12:00:00.000000+00:00"
-    assert site_time("2026-01-01T12:00:00.000000Z", "Not/AZone") == "2026-01-01T12:00:00.000000+00:00"
+    july = datetime.datetime(2026, 7, 1, 12, tzinfo=datetime.UTC).timestamp()
+    january = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC).timestamp()
+    assert utc_and_site_time(july, "Europe/Paris")[1] == "2026-07-01T14:00:00.000000+02:00"
+    assert utc_and_site_time(january, "Australia/Sydney")[1] == "2026-01-01T23:00:00.000000+11:00"
+    assert utc_and_site_time(january, None)[1] == "2026-01-01T12:00:00.000000+00:00"
+    assert utc_and_site_time(january, "Not/AZone")[1] == "2026-01-01T12:00:00.000000+00:00"
 
 
 def test_maintenance_type():

@@ -331,10 +331,14 @@ def test_missing_catalog_and_missing_releases_dir(tmp_path):
     assert any(p.path == "releases_dir" and p.message == "no such directory" for p in problems)
 
 
-def test_window_crossing_midnight_is_valid():
-    assert reg.window_problems({"days": ["sat"], "start": "23:30", "duration_minutes": 240}) == []
-    faults = reg.window_problems({"days": ["sat"], "start": "7:30", "duration_minutes": 0})
-    assert {keys for keys, *_ in faults} == {("start",), ("duration_minutes",)}
+def test_window_crossing_midnight_is_valid(tmp_path):
+    catalog, customers = rb.base()
+    site = customers["alpha.yml"]["sites"][0]
+    site["windows"] = [{"days": ["sat"], "start": "23:30", "duration_minutes": 240}]
+    assert problems_of(tmp_path / "ok", catalog, customers)[1] == []
+    site["windows"] = [{"days": ["sat"], "start": "7:30", "duration_minutes": 0}]
+    paths = {p.path for p in problems_of(tmp_path / "bad", catalog, customers)[1]}
+    assert paths == {"sites[0].windows[0].start", "sites[0].windows[0].duration_minutes"}
 
 
 def test_layering_release_customer_site_terminal(tmp_path):

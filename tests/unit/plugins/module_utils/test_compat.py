@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from ansible_collections.ipm.fleet.plugins.module_utils.compat import check_compatibility, parse_version
+from ansible_collections.ipm.fleet.plugins.module_utils.compat import check_compatibility
+from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import version_tuple
 
 MANIFEST = {
     "version": "3.0.0",
@@ -100,5 +101,5 @@ def test_malformed_manifest_is_reported_not_raised(manifest):
 
 
 def test_versions_compare_numerically():
-    assert parse_version("2.10.0") > parse_version("2.9.9")
-    assert parse_version("2.4") is None
+    assert version_tuple("2.10.0") > version_tuple("2.9.9")
+    assert version_tuple("2.4") is None

@@ -118,14 +118,6 @@ def test_digest_is_order_independent_and_value_sensitive():
     assert len(first) == 64
 
 
-def test_redact_hides_set_secrets_only():
-    assert rm.redact(SCHEMA, {"payment_api_token": "tok", "currency": "EUR"}) == {
-        "payment_api_token": "********",
-        "currency": "EUR",
-    }
-    assert rm.redact(SCHEMA, {"payment_api_token": ""}) == {"payment_api_token": ""}
-
-
 # --- definitions ------------------------------------------------------------------------------
 
 
@@ -201,16 +193,6 @@ def test_missing_definition_file(tmp_path):
 
 
 # --- versions and migration -------------------------------------------------------------------
-
-
-def test_upgrade_allowed_follows_upgrades_from(releases):
-    assert rm.upgrade_allowed("2.3.1", releases["2.4.0"])
-    assert not rm.upgrade_allowed("2.3.1", releases["3.0.0"])  # go through 2.4 first
-    assert rm.upgrade_allowed("2.4.1", releases["3.0.0"])
-    assert rm.upgrade_allowed("2.4.1", releases["2.4.0"])  # a rollback is not an upgrade
-    assert not rm.upgrade_allowed("2.1.9", releases["2.3.1"])
-    with pytest.raises(rm.ReleaseError, match=r"version '2.4' \(str\) is not MAJOR.MINOR.PATCH"):
-        rm.upgrade_allowed("2.4", releases["3.0.0"])
 
 
 def test_version_order_is_numeric_not_textual():
