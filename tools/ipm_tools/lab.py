@@ -643,9 +643,10 @@ def _boot_again_after_early_exit(error, state, specs_by_id, base, public_key, ti
             return state, wait_ready(state, timeout)
         except LabError as again:
             if "exited during boot (empty console log)" not in str(again):
+                kept = _keep_failed_log(state["terminal_id"])  # before the stop removes the terminal's directory
                 with lab_lock():
                     stop_terminals([state], lambda _message: None)
-                raise
+                raise LabError(f"{again}; console log kept at {kept}") from None
     with lab_lock():
         stop_terminals([state], lambda _message: None)
     return None
@@ -698,10 +699,10 @@ def command_up(args: argparse.Namespace) -> int:
                 try:
                     system_state, failed = future.result()
                 except LabError as error:
+                    kept = _keep_failed_log(state["terminal_id"])  # a boot again would remove the directory
                     retried = _boot_again_after_early_exit(error, state, specs_by_id, base, public_key, args.timeout)
                     if retried is None:
                         failures.append(str(error))
-                        kept = _keep_failed_log(state["terminal_id"])
                         _say(f"{state['terminal_id']}: FAILED ({error}; console log kept at {kept})")
                         continue
                     started[started.index(state)] = retried[0]
@@ -816,7 +817,9 @@ def inventory_document(states: list[dict]) -> dict:
 
 def command_inventory(args: argparse.Namespace) -> int:
     require_root("inventory")
-    print(json.dumps(inventory_document(_selected(args.names)), indent=2))
+    # Running terminals only: a stale record (its nspawn gone) has nothing to connect to.
+    running = [state for state in _selected(args.names) if nspawn_alive(state)]
+    print(json.dumps(inventory_document(running), indent=2))
     return 0
 
 
