@@ -277,16 +277,17 @@ class CallbackModule(CallbackBase):
             return ctx
         # Once per host and play: the variable manager also sees group_vars/host_vars files, vars_files and
         # vars plugins (about a millisecond per host); its secrets are learnt for redaction.
-        inventory_vars = get_group_vars(host.get_groups())
-        inventory_vars.update(host.get_vars())
-        variables = inventory_vars
+        variables = None
         if self._play is not None:
             variable_manager = self._play.get_variable_manager()
             if variable_manager is not None:
                 try:
                     variables = variable_manager.get_vars(play=self._play, host=host, include_hostvars=False)
                 except Exception:  # never let context lookup break recording
-                    variables = inventory_vars
+                    variables = None
+        if variables is None:  # no play or no variable manager: the inventory's own variables
+            variables = get_group_vars(host.get_groups())
+            variables.update(host.get_vars())
         self._redactor.collect(variables, _plaintext)
         timezone = _scalar(variables.get("ipm_site_timezone")) or "UTC"
         ctx = {
