@@ -87,7 +87,8 @@ def check_compatibility(manifest, facts, allow_downgrade=False):
                 )
             if current_version > version_tuple(version) and not allow_downgrade:
                 reasons.append(
-                    "installed release %s is newer than %s: a downgrade needs allow_downgrade" % (current, version)
+                    "installed release %s is newer than %s: a downgrade needs allow_downgrade"
+                    " (playbooks/rollout.yml: -e rollout_allow_downgrade=true)" % (current, version)
                 )
 
     required = rules.get("interfaces") or []

@@ -329,6 +329,7 @@ def deliver(
     check_mode=False,
     log=None,
     compatibility=None,
+    allow_downgrade=False,
 ):
     """Put VERSION on this terminal; see the module docstring. Returns a result dict (never raises for a failed step)."""
     log = log or (lambda message: None)
@@ -349,7 +350,9 @@ def deliver(
         log(text)
 
     if compatibility is not None and previous != version:
-        verdict = check_compatibility({"version": version, "compatibility": compatibility}, compatibility_facts())
+        verdict = check_compatibility(
+            {"version": version, "compatibility": compatibility}, compatibility_facts(), allow_downgrade=allow_downgrade
+        )
         if not verdict["compatible"]:
             result.update(
                 incompatible=True,
@@ -435,9 +438,7 @@ def deliver(
             systemctl("daemon-reload")
         switch_current(version)
         step("current -> releases/%s" % version)
-        if _unit_failed():
-            systemctl("reset-failed", UNIT_NAME)
-        systemctl("restart", UNIT_NAME)
+        _restart_deliberately()
         step("ipm-app restarted")
         answer = wait_healthy(health_url(parameters), version, digest, start_timeout, settle)
         step("healthy for %ss" % settle)
@@ -472,9 +473,15 @@ def _read_bytes(path):
         return None
 
 
-def _unit_failed():
-    result = subprocess.run(["systemctl", "is-failed", "--quiet", UNIT_NAME], check=False)
-    return result.returncode == 0
+def _restart_deliberately():
+    """Restart ipm-app for a delivery or a rollback.
+
+    The unit's start limit (5 starts in 120 s) is there to stop a crash loop; a deliberate restart
+    must not be refused because earlier deliveries or rollbacks used it up, nor fail because the
+    unit is in the failed state: reset-failed clears both first.
+    """
+    systemctl("reset-failed", UNIT_NAME)
+    systemctl("restart", UNIT_NAME)
 
 
 def rollback(previous, old_config, old_unit, start_timeout, step):
@@ -499,9 +506,7 @@ def rollback(previous, old_config, old_unit, start_timeout, step):
             outcome["healthy"] = True
             return outcome
         switch_current(previous)
-        if _unit_failed():
-            systemctl("reset-failed", UNIT_NAME)
-        systemctl("restart", UNIT_NAME)
+        _restart_deliberately()
         parameters = read_parameters()[0]
         outcome["health"] = wait_healthy(health_url(parameters), previous, None, start_timeout, 2.0)
         outcome["healthy"] = True

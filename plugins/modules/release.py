@@ -56,6 +56,12 @@ options:
         and an incompatible terminal is left untouched - the task is not failed, it returns
         RV(incompatible=true) with the reasons.
     type: dict
+  allow_downgrade:
+    description:
+      - Let the compatibility check accept a release older than the installed one (going back to an
+        earlier release on purpose). Without it such a terminal is reported incompatible.
+    type: bool
+    default: false
   keep:
     description: How many releases to keep installed.
     type: int
@@ -168,6 +174,7 @@ def main():
             start_timeout=dict(type="float", default=30.0),
             settle=dict(type="float", default=10.0),
             compatibility=dict(type="dict"),
+            allow_downgrade=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -191,6 +198,7 @@ def main():
         start_timeout=params["start_timeout"],
         settle=params["settle"],
         compatibility=params["compatibility"],
+        allow_downgrade=params["allow_downgrade"],
     )
     if module.check_mode:
         try:

@@ -180,3 +180,26 @@ def test_5_an_unreachable_canary_is_recorded_and_halts_the_rollout(fleet, tmp_pa
     entries = json.loads(ledger.stdout)
     assert [(e["terminal"], e["release"]) for e in entries] == [(canary, "2.4.0")]
     assert entries[0]["reason"].startswith("unreachable:") and entries[0]["change_id"] == "CHG-7001"
+
+
+def test_6_going_back_to_an_older_release_needs_allow_downgrade(fleet):
+    # After test 3, par1, syd1 and syd2 run 3.0.0; par2 runs 2.4.0; the windows are ignored so that
+    # New York takes part too.
+    before = current(fleet)
+    emergency = [
+        "-e",
+        "rollout_hosts=all",
+        "-e",
+        json.dumps({"window": "ignore", "window_justification": "planned downgrade test"}),
+    ]
+    refused = rollout(fleet, "2.4.0", *emergency)
+    assert refused.returncode == 0, refused.stdout[-4000:]
+    assert "installed release 3.0.0 is newer than 2.4.0: a downgrade needs allow_downgrade" in refused.stdout
+    assert "-e rollout_allow_downgrade=true" in refused.stdout
+    after = current(fleet)
+    newer = [name for name, release in before.items() if release == "3.0.0"]
+    assert len(newer) == 3 and all(after[name] == "3.0.0" for name in newer), after
+    assert all(release == "2.4.0" for name, release in after.items() if name not in newer), "the others upgraded"
+    allowed = rollout(fleet, "2.4.0", *emergency, "-e", "rollout_allow_downgrade=true")
+    assert allowed.returncode == 0, allowed.stdout[-4000:]
+    assert set(current(fleet).values()) == {"2.4.0"}
