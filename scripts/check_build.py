@@ -25,7 +25,7 @@ PLUGIN_TYPES = {
     "connection": "connection",
 }
 # Never part of the artifact: project tooling, local state, the self-referencing symlink.
-FORBIDDEN_PREFIXES = ("collections/", ".venv/", "build/", "tools/", "bench/", "scripts/", ".ci/", ".git/")
+FORBIDDEN_PREFIXES = ("collections/", ".venv/", "build/", "tools/", "bench/", "scripts/", "app/", ".ci/", ".git/")
 
 
 def expected_plugins() -> dict[str, set[str]]:

@@ -142,14 +142,21 @@ def test_corrupt_parameter_file_is_unknown(tmp_path):
     assert "/etc/ipm/app.yml" in facts["unknown"]
 
 
-def test_pending_updates_are_cached_until_a_list_changes(tmp_path):
+def test_pending_updates_are_cached_until_a_list_changes(tmp_path, monkeypatch):
     index = "var/lib/apt/lists/deb_debian_bookworm_main_binary-amd64_Packages"
     root = lay_out(
         tmp_path, {"etc/os-release": "ID=debian\nVERSION_ID=12\n", "var/lib/dpkg/status": STATUS, index: INDEX}
     )
     first = tf.collect_os(str(root))
     assert (root / tf.UPDATES_CACHE).is_file()
+    scan = tf._pending_updates
+
+    def no_scan(*args):
+        raise AssertionError("the apt lists were scanned again although the cache matches")
+
+    monkeypatch.setattr(tf, "_pending_updates", no_scan)
     assert tf.collect_os(str(root))["pending_updates"] == first["pending_updates"]
+    monkeypatch.setattr(tf, "_pending_updates", scan)
     # apt-get update brings a newer openssl: the cache no longer matches and the lists are read again.
     (root / index).write_text(INDEX.replace("3.0.14-1~deb12u1", "3.0.15-1~deb12u1"))
     assert tf.collect_os(str(root))["pending_updates"]["openssl"]["candidate"] == "3.0.15-1~deb12u1"
