@@ -63,8 +63,14 @@ class BuiltRelease:
 
 
 def known_versions(releases_dir: Path = RELEASES_DIR) -> list[str]:
-    """Versions with a definition file, oldest first."""
+    """Versions with a definition file, oldest first; ReleaseError when there is none at all."""
+    if not releases_dir.is_dir():
+        raise ReleaseError(
+            f"no releases directory {_shown(releases_dir)}: pass --releases-dir with the release definitions"
+        )
     versions = [path.stem for path in releases_dir.glob("*.yml")]
+    if not versions:
+        raise ReleaseError(f"no release definition (<version>.yml) in {_shown(releases_dir)}")
     return sorted(versions, key=lambda text: rm.parse_version(text) if _is_version(text) else (0, 0, 0))
 
 

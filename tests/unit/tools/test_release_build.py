@@ -76,6 +76,16 @@ def test_cli_unknown_version_is_one_clear_line(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("command", [["build"], ["list"]])
+def test_cli_missing_or_empty_releases_directory_is_an_error(tmp_path, capsys, command):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert release.main(["--releases-dir", str(tmp_path / "nowhere"), *command]) == 1
+    assert "no releases directory" in capsys.readouterr().err
+    assert release.main(["--releases-dir", str(empty), *command]) == 1
+    assert "no release definition (<version>.yml) in" in capsys.readouterr().err
+
+
 def test_cli_malformed_definition_names_file_and_key(tmp_path, capsys):
     definitions = tmp_path / "releases"
     definitions.mkdir()
