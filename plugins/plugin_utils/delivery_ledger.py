@@ -12,7 +12,18 @@ the run's start record holds the operator and the change id. This module turns t
 from __future__ import annotations
 
 LEDGER_MODULE = "ipm.fleet.delivery"
-RESULTS = ("delivered", "already_current", "rolled_back", "failed", "deferred", "incompatible", "not_reached")
+# ``baked``: a delivered terminal stayed healthy through its ring's bake; a terminal that turned
+# unhealthy during the bake is ``rolled_back`` with a reason starting "failed during bake: ".
+RESULTS = (
+    "delivered",
+    "already_current",
+    "baked",
+    "rolled_back",
+    "failed",
+    "deferred",
+    "incompatible",
+    "not_reached",
+)
 
 
 def entries(records):
@@ -60,7 +71,9 @@ def running_releases(ledger):
     """What each terminal runs according to the ledger: {terminal: {release, since, operator, change_id, ...}}.
 
     A delivery sets the release (since its time); a rollback or failure leaves the terminal on the
-    release it came from; ``already_current`` confirms the release without moving ``since``.
+    release it came from; ``already_current`` confirms the release without moving ``since``; a bake
+    that passed changes nothing, one that rolled the terminal back puts it on the release it came
+    from again.
     """
     state = {}
     for entry in ledger:
@@ -79,6 +92,22 @@ def running_releases(ledger):
         elif entry["result"] == "already_current" and (known is None or known["release"] != entry["release"]):
             state[terminal] = dict(
                 base, release=entry["release"], since=None, since_local=None, operator=None, change_id=None
+            )
+        elif (
+            entry["result"] == "rolled_back"
+            and known is not None
+            and known["release"] == entry["release"]
+            and entry.get("from_version")
+            and entry["from_version"] != entry["release"]
+        ):
+            # Rolled back after the delivery (during the bake): back on the release it came from.
+            state[terminal] = dict(
+                base,
+                release=entry["from_version"],
+                since=entry["time"],
+                since_local=entry["site_time"],
+                operator=entry["operator"],
+                change_id=entry["change_id"],
             )
         elif entry["result"] in ("rolled_back", "failed") and known is None and entry.get("from_version"):
             state[terminal] = dict(

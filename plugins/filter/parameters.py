@@ -1,0 +1,53 @@
+# -*- coding: utf-8 -*-
+# Copyright: ipm.fleet maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Jinja2 filter ipm.fleet.terminal_parameters: the one layering rule (docs in terminal_parameters.yml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter
+
+
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def terminal_parameters(definition, customer=None, site=None, terminal=None, kept=None):
+    """A terminal's parameters under the release DEFINITION, from the registry's three layers."""
+    if not isinstance(definition, Mapping) or not isinstance(definition.get("parameters"), Mapping):
+        raise AnsibleFilterError(
+            "ipm.fleet.terminal_parameters: expected a release definition or manifest (with parameters), got %s"
+            % type(definition).__name__
+        )
+    for name, layer in (("customer", customer), ("site", site), ("terminal", terminal), ("kept", kept)):
+        if layer not in (None, "") and not isinstance(layer, Mapping):
+            raise AnsibleFilterError(
+                "ipm.fleet.terminal_parameters: %s parameters must be a mapping of name: value, got %r" % (name, layer)
+            )
+    definition = _plain(definition)
+    layered = parameter_layers.layer_parameters(
+        definition, _plain(customer or {}), _plain(site or {}), _plain(terminal or {})
+    )
+    effective = parameter_layers.effective_parameters(definition, layered, _plain(kept or {}))
+    layered["effective"] = {name: item["value"] for name, item in effective.items()}
+    layered["effective_sources"] = {name: item["source"] for name, item in effective.items()}
+    layered["secret_names"] = [
+        name for name, spec in definition["parameters"].items() if is_secret_parameter(name, spec)
+    ]
+    return layered
+
+
+class FilterModule:
+    """ipm.fleet parameter filters."""
+
+    def filters(self):
+        return {"terminal_parameters": terminal_parameters}
