@@ -32,6 +32,12 @@ DEFINITION_KEYS = ("version", "description", "compatibility", "parameters", "ren
 MANIFEST_KEYS = ("artifact", "sha256")
 COMPATIBILITY_KEYS = ("models", "os", "upgrades_from", "interfaces", "min_free_disk_mib")
 DEFECTS = ("health-fails-after-start",)
+# A defect is written as its kind alone, or as a mapping with its kind and options:
+#   defect: health-fails-after-start
+#   defect: {kind: health-fails-after-start, healthy_for_s: 20}
+DEFECT_KEYS = ("kind", "healthy_for_s")
+# Seconds a release with the health-fails-after-start defect answers healthy when its definition does not say.
+DEFAULT_DEFECT_HEALTHY_FOR_S = 5.0
 
 _VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _PARAMETER_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -166,8 +172,8 @@ def validate_definition(definition, source="release definition"):
         fail("version", 'a quoted "MAJOR.MINOR.PATCH" string', describe_value(version))
     if "description" in definition and not isinstance(definition["description"], str):
         fail("description", "a string", describe_value(definition["description"]))
-    if "defect" in definition and definition["defect"] not in DEFECTS:
-        fail("defect", "one of {}".format(", ".join(DEFECTS)), describe_value(definition["defect"]))
+    if "defect" in definition:
+        _validate_defect(definition["defect"], fail)
     if "artifact" in definition and not isinstance(definition["artifact"], str):
         fail("artifact", "a file name", describe_value(definition["artifact"]))
     if "sha256" in definition and not (
@@ -196,6 +202,50 @@ def validate_definition(definition, source="release definition"):
     for index, name in enumerate(removed):
         if not isinstance(name, str) or name in parameters or name in renamed:
             fail(f"removed[{index}]", "a name that is neither a parameter nor renamed", describe_value(name))
+
+
+def _validate_defect(defect, fail):
+    kinds = "one of {}".format(", ".join(DEFECTS))
+    if isinstance(defect, str):
+        if defect not in DEFECTS:
+            fail("defect", kinds, describe_value(defect))
+        return
+    if not isinstance(defect, dict):
+        fail("defect", f"{kinds} (or a mapping with kind and healthy_for_s)", describe_value(defect))
+    for key in defect:
+        if key not in DEFECT_KEYS:
+            fail(f"defect.{key}", "one of {}".format(", ".join(DEFECT_KEYS)), f"unknown key {key!r}")
+    if "kind" not in defect:
+        fail("defect.kind", kinds, "(missing)")
+    if defect["kind"] not in DEFECTS:
+        fail("defect.kind", kinds, describe_value(defect["kind"]))
+    if "healthy_for_s" in defect:
+        seconds = defect["healthy_for_s"]
+        # NaN and infinity are numbers YAML can write (.nan, .inf) but no time a test can wait for.
+        if not _is_number(seconds, "float") or not 0 < seconds < float("inf"):
+            fail("defect.healthy_for_s", "a number of seconds > 0", describe_value(seconds))
+
+
+def defect_of(definition):
+    """The deliberate defect of a (validated) release as ``{"kind", "healthy_for_s"}``, or None.
+
+    The plain form ``defect: health-fails-after-start`` means the default time,
+    :data:`DEFAULT_DEFECT_HEALTHY_FOR_S` seconds.
+    """
+    defect = definition.get("defect")
+    if defect is None:
+        return None
+    if isinstance(defect, str):
+        defect = {"kind": defect}
+    return {"kind": defect["kind"], "healthy_for_s": float(defect.get("healthy_for_s", DEFAULT_DEFECT_HEALTHY_FOR_S))}
+
+
+def describe_defect(definition):
+    """The defect in words for listings (``health-fails-after-start after 20 s``), '' when there is none."""
+    defect = defect_of(definition)
+    if defect is None:
+        return ""
+    return "{} after {:g} s".format(defect["kind"], defect["healthy_for_s"])
 
 
 def _validate_compatibility(compatibility, fail):

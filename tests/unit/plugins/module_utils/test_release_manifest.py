@@ -132,7 +132,9 @@ def test_schemas_differ_between_releases_as_documented(releases):
     assert new["renamed"] == {"timeout": "idle_timeout_s"}
     assert new["removed"] == ["modem_port"]
     assert set(new["parameters"]) - set(old["parameters"]) >= {"contactless_enabled", "receipt_mode"}
-    assert broken["defect"] == "health-fails-after-start"
+    assert broken["defect"] == "health-fails-after-start"  # the plain form: the default 5 seconds
+    assert rm.defect_of(broken) == {"kind": "health-fails-after-start", "healthy_for_s": 5.0}
+    assert rm.defect_of(new) is None
     assert broken["parameters"] == new["parameters"]
     assert "defect" not in new
     assert "PS-200" not in major["compatibility"]["models"]
@@ -177,6 +179,73 @@ def test_malformed_definition_names_the_key_path(mutate, message):
     mutate(definition)
     with pytest.raises(rm.ReleaseError, match=r"^app/releases/x.yml: " + message):
         rm.validate_definition(definition, source="app/releases/x.yml")
+
+
+KIND = "health-fails-after-start"
+
+
+SECONDS = "a number of seconds > 0"
+KIND_OR_MAPPING = "one of health-fails-after-start (or a mapping with kind and healthy_for_s)"
+
+
+@pytest.mark.parametrize(
+    ("defect", "path", "expected", "found"),
+    [
+        ({"kind": "explodes"}, "defect.kind", "one of health-fails-after-start", "'explodes' (str)"),
+        ({"healthy_for_s": 20}, "defect.kind", "one of health-fails-after-start", "(missing)"),
+        ({"kind": KIND, "after_s": 3}, "defect.after_s", "one of kind, healthy_for_s", "unknown key 'after_s'"),
+        ({"kind": KIND, "healthy_for_s": 0}, "defect.healthy_for_s", SECONDS, "0 (int)"),
+        ({"kind": KIND, "healthy_for_s": -2.5}, "defect.healthy_for_s", SECONDS, "-2.5 (float)"),
+        ({"kind": KIND, "healthy_for_s": "20"}, "defect.healthy_for_s", SECONDS, "'20' (str)"),
+        ({"kind": KIND, "healthy_for_s": True}, "defect.healthy_for_s", SECONDS, "true (bool)"),
+        ({"kind": KIND, "healthy_for_s": None}, "defect.healthy_for_s", SECONDS, "null"),
+        ({"kind": KIND, "healthy_for_s": float("inf")}, "defect.healthy_for_s", SECONDS, "inf (float)"),
+        ({"kind": KIND, "healthy_for_s": float("nan")}, "defect.healthy_for_s", SECONDS, "nan (float)"),
+        ([KIND], "defect", KIND_OR_MAPPING, "a list"),
+        (5, "defect", KIND_OR_MAPPING, "5 (int)"),
+    ],
+)
+def test_malformed_defect_names_source_key_path_expected_and_found(defect, path, expected, found):
+    definition = dict(copy.deepcopy(SCHEMA), defect=defect)
+    with pytest.raises(rm.ReleaseError) as caught:
+        rm.validate_definition(definition, source="app/releases/9.0.0.yml")
+    assert str(caught.value) == f"app/releases/9.0.0.yml: {path}: expected {expected}, found {found}"
+
+
+@pytest.mark.parametrize(
+    ("defect", "healthy_for_s", "words"),
+    [
+        (KIND, 5.0, "health-fails-after-start after 5 s"),  # the plain form keeps its meaning
+        ({"kind": KIND}, 5.0, "health-fails-after-start after 5 s"),
+        ({"kind": KIND, "healthy_for_s": 20}, 20.0, "health-fails-after-start after 20 s"),
+        ({"kind": KIND, "healthy_for_s": 2.5}, 2.5, "health-fails-after-start after 2.5 s"),
+    ],
+)
+def test_defect_forms_and_their_healthy_time(defect, healthy_for_s, words):
+    definition = dict(copy.deepcopy(SCHEMA), defect=defect)
+    rm.validate_definition(definition, source="x.yml")
+    assert rm.defect_of(definition) == {"kind": KIND, "healthy_for_s": healthy_for_s}
+    assert rm.describe_defect(definition) == words
+
+
+def test_no_defect():
+    assert rm.defect_of(SCHEMA) is None
+    assert rm.describe_defect(SCHEMA) == ""
+
+
+def test_defect_mapping_survives_the_manifest_round_trip(tmp_path):
+    """What ipm-release build does with a definition: dump it as the manifest, ipm-app loads it back."""
+    text = rm.dump_yaml(dict(copy.deepcopy(SCHEMA), defect={"kind": KIND, "healthy_for_s": 20}))
+    path = tmp_path / "manifest.yml"
+    path.write_text("---\n" + text)
+    assert rm.defect_of(rm.load_definition(str(path))) == {"kind": KIND, "healthy_for_s": 20.0}
+    # The flow form of the documentation, read from YAML text.
+    written = text.replace("defect:\n  kind: health-fails-after-start\n  healthy_for_s: 20\n", "")
+    assert written != text
+    flow = written + "defect: {kind: health-fails-after-start, healthy_for_s: 20}\n"
+    definition = rm.load_yaml_text(flow, "flow.yml")
+    rm.validate_definition(definition, source="flow.yml")
+    assert rm.defect_of(definition)["healthy_for_s"] == 20.0
 
 
 def test_definition_file_with_bad_yaml_is_one_line_error(tmp_path):
