@@ -25,7 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from ipm_tools.lab import container_pids, ensure_base, load_states, rss_kib, terminal_dir  # noqa: E402
+from ipm_tools.lab_base import ensure_base  # noqa: E402
+from ipm_tools.lab_procs import container_pids, rss_kib  # noqa: E402
+from ipm_tools.lab_state import load_states, terminal_dir  # noqa: E402
 
 
 def _ipm_lab(*args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ipm_tools.lab import KNOWN_HOSTS, container_pids, load_states, nspawn_alive
+from ipm_tools.lab_procs import container_pids, nspawn_alive
+from ipm_tools.lab_state import KNOWN_HOSTS, load_states
 
 pytestmark = pytest.mark.lab
 

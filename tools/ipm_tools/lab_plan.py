@@ -291,7 +291,7 @@ BASE_MASKED_UNITS = (
     "e2scrub_all.timer",
     "systemd-networkd-wait-online.service",
 )
-BASE_RECIPE_VERSION = 1  # bump when the base adjustments in lab.py change
+BASE_RECIPE_VERSION = 1  # bump when the base adjustments in lab_base.py change
 
 
 def base_recipe() -> dict:
