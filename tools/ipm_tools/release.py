@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest as rm
+from ansible_collections.ipm.fleet.plugins.module_utils import release_switch as rs
 from ipm_tools import PROJECT_ROOT
 
 ReleaseError = rm.ReleaseError
@@ -66,7 +67,7 @@ def known_versions(releases_dir: Path = RELEASES_DIR) -> list[str]:
     """Versions with a definition file, oldest first; ReleaseError when there is none at all."""
     if not releases_dir.is_dir():
         raise ReleaseError(
-            f"no releases directory {_shown(releases_dir)}: pass --releases-dir with the release definitions"
+            f"no releases directory {_shown(releases_dir)}: pass --definitions DIR with the release definitions"
         )
     versions = [path.stem for path in releases_dir.glob("*.yml")]
     if not versions:
@@ -213,7 +214,9 @@ def factory_install(
 ) -> None:
     """Preinstall release VERSION into the root filesystem TREE_ROOT, as the factory does.
 
-    Lays ``/opt/ipm/app/releases/<version>/`` (unpacked), the ``/opt/ipm/app/current`` symlink,
+    Lays ``/opt/ipm/app/releases/<version>/`` (unpacked), the ``/opt/ipm/app/current`` symlink
+    (both with ``release_switch.unpack`` and ``switch_current``, as a delivery does: a release
+    already unpacked in the tree is kept),
     ``/etc/systemd/system/ipm-app.service`` enabled in ``multi-user.target.wants``,
     ``/etc/ipm/app.yml`` (the release's defaults, then PARAMETERS, then LISTEN_ADDRESS as the
     ``listen_address`` parameter), ``/var/lib/ipm/app`` and ``/var/log/ipm``. Builds the release
@@ -234,20 +237,13 @@ def factory_install(
     effective = rm.effective_parameters(definition, wanted)
     release = _built(version)
 
-    releases = _inside(tree_root, "/opt/ipm/app/releases")
-    releases.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=releases, prefix=f".{version}."))
+    # The same unpack and switch as a delivery on a terminal, with the layer as the root.
     try:
-        with tarfile.open(release.artifact, "r:gz") as tar:
-            tar.extractall(staging, filter="data")
-        final = releases / version
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _replace_symlink(_inside(tree_root, "/opt/ipm/app/current"), f"releases/{version}")
+        rs.unpack(str(release.artifact), version, str(tree_root))
+    except rs.DeliveryError as error:
+        raise ReleaseError(f"factory_install {version} into {tree_root}: {error}") from None
+    rs.switch_current(version, str(tree_root))
+    final = _inside(tree_root, rs.APP_ROOT) / "releases" / version
 
     unit = _inside(tree_root, f"/etc/systemd/system/{UNIT_NAME}")
     unit.parent.mkdir(parents=True, exist_ok=True)
@@ -267,11 +263,23 @@ def factory_install(
 # --- command line -----------------------------------------------------------------------------
 
 
+def _definitions_dir(args: argparse.Namespace) -> Path:
+    """The release definitions: the command's --definitions, else the global --releases-dir."""
+    return args.definitions if args.definitions is not None else args.releases_dir
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ReleaseError(f"--out {_shown(out)} is not a directory: give a directory for the built releases")
+
+
 def _command_build(args: argparse.Namespace) -> int:
-    versions = args.versions or known_versions(args.releases_dir)
-    definitions = [load_definition(version, args.releases_dir) for version in versions]  # all errors before writing
+    releases_dir = _definitions_dir(args)
+    versions = args.versions or known_versions(releases_dir)
+    definitions = [load_definition(version, releases_dir) for version in versions]  # all errors before writing
+    _check_out_dir(args.out)
     for definition in definitions:
-        built = build_release(definition["version"], args.out, args.releases_dir)
+        built = build_release(definition["version"], args.out, releases_dir)
         size = built.artifact.stat().st_size
         print(f"{_shown(built.artifact)}  sha256={built.sha256}  {size} bytes  manifest={_shown(built.manifest)}")
     return 0
@@ -279,8 +287,9 @@ def _command_build(args: argparse.Namespace) -> int:
 
 def _command_list(args: argparse.Namespace) -> int:
     rows = [("VERSION", "MODELS", "UPGRADES FROM", "INTERFACES", "PARAMETERS", "BUILT SHA256", "NOTE")]
-    for version in known_versions(args.releases_dir):
-        definition = load_definition(version, args.releases_dir)
+    releases_dir = _definitions_dir(args)
+    for version in known_versions(releases_dir):
+        definition = load_definition(version, releases_dir)
         compatibility = definition["compatibility"]
         manifest = args.out / f"ipm-app-{version}.manifest.yml"
         built = rm.load_definition(str(manifest))["sha256"][:12] if manifest.is_file() else "-"
@@ -295,22 +304,48 @@ def _command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_definitions_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--definitions",
+        type=Path,
+        metavar="DIR",
+        help="directory of the release definitions (<version>.yml); overrides --releases-dir (default app/releases)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipm-release",
         description="Build the terminal application's releases (deterministic tarball + manifest).",
     )
     parser.add_argument(
-        "--releases-dir", type=Path, default=RELEASES_DIR, help="release definitions (default app/releases)"
+        "--releases-dir",
+        type=Path,
+        default=RELEASES_DIR,
+        metavar="DIR",
+        help="release definitions (default app/releases); the same as a command's --definitions",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    build = commands.add_parser("build", help="build releases into --out (default: every defined version)")
+    build = commands.add_parser(
+        "build",
+        help="build releases into --out (default: every defined version)",
+        description="Build each release VERSION from DIR/<VERSION>.yml (--definitions) and the application's "
+        "source into --out: ipm-app-<VERSION>.tar.gz and ipm-app-<VERSION>.manifest.yml.",
+    )
     build.add_argument("versions", nargs="*", metavar="VERSION", help="versions to build (default: all)")
-    build.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default build/releases)")
+    _add_definitions_option(build)
+    build.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="output directory, created if missing (default build/releases)",
+    )
     build.set_defaults(handler=_command_build)
     listing = commands.add_parser("list", help="list defined releases and whether they are built")
+    _add_definitions_option(listing)
     listing.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="where built releases are (default build/releases)"
+        "--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help="where built releases are (default build/releases)"
     )
     listing.set_defaults(handler=_command_list)
     return parser

@@ -159,3 +159,98 @@ def test_factory_install_refuses_bad_input_and_writes_nothing(tmp_path, version,
 def test_factory_install_needs_an_existing_tree(tmp_path):
     with pytest.raises(release.ReleaseError, match=r"is not a directory"):
         release.factory_install(Path(tmp_path / "missing"), "2.3.1")
+
+
+def _test_definition(directory: Path, version: str = "9.1.0") -> Path:
+    """A release definition of our own, outside app/releases (2.4.0's, under another version)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = (release.RELEASES_DIR / "2.4.0.yml").read_text().replace('version: "2.4.0"', f'version: "{version}"')
+    path = directory / f"{version}.yml"
+    path.write_text(text)
+    return path
+
+
+def test_cli_builds_a_definition_from_another_directory_into_another_one(tmp_path, capsys):
+    definitions, out = tmp_path / "definitions", tmp_path / "nested" / "out"
+    _test_definition(definitions)
+    assert release.main(["build", "--definitions", str(definitions), "--out", str(out), "9.1.0"]) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["ipm-app-9.1.0.manifest.yml", "ipm-app-9.1.0.tar.gz"]
+    manifest = yaml.safe_load((out / "ipm-app-9.1.0.manifest.yml").read_text())
+    assert manifest["version"] == "9.1.0"
+    assert manifest["sha256"] == hashlib.sha256((out / "ipm-app-9.1.0.tar.gz").read_bytes()).hexdigest()
+    with tarfile.open(out / "ipm-app-9.1.0.tar.gz") as tar:
+        assert yaml.safe_load(tar.extractfile("manifest.yml"))["version"] == "9.1.0"
+    assert f"ipm-app-9.1.0.tar.gz  sha256={manifest['sha256']}" in capsys.readouterr().out
+    assert not (release.DEFAULT_OUT / "ipm-app-9.1.0.tar.gz").exists()
+    # Every definition of that directory by default, and `list` reads the same directory.
+    assert release.main(["build", "--definitions", str(definitions), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("sha256=") == 1
+    assert release.main(["list", "--definitions", str(definitions), "--out", str(out)]) == 0
+    assert "9.1.0" in capsys.readouterr().out
+
+
+def test_cli_definitions_overrides_releases_dir(tmp_path, capsys):
+    definitions = tmp_path / "definitions"
+    _test_definition(definitions)
+    arguments = ["--releases-dir", str(tmp_path / "nowhere"), "build", "--definitions", str(definitions)]
+    assert release.main([*arguments, "--out", str(tmp_path / "out"), "9.1.0"]) == 0
+    assert (tmp_path / "out" / "ipm-app-9.1.0.tar.gz").is_file()
+
+
+def test_cli_missing_definitions_directory_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert release.main(["build", "--definitions", str(tmp_path / "nowhere"), "--out", str(out), "9.1.0"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"ipm-release: error: no releases directory {tmp_path / 'nowhere'}: pass --definitions DIR with the release definitions\n"
+    )
+    assert not out.exists()
+
+
+def test_cli_missing_definition_is_one_line(tmp_path, capsys):
+    definitions, out = tmp_path / "definitions", tmp_path / "out"
+    _test_definition(definitions)
+    assert release.main(["build", "--definitions", str(definitions), "--out", str(out), "9.2.0"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"ipm-release: error: unknown release 9.2.0: {definitions / '9.2.0.yml'} does not exist (known: 9.1.0)\n"
+    )
+    assert not out.exists()
+
+
+def test_cli_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    definitions, out = tmp_path / "definitions", tmp_path / "out"
+    _test_definition(definitions)
+    out.write_text("not a directory\n")
+    assert release.main(["build", "--definitions", str(definitions), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"ipm-release: error: --out {out} is not a directory: give a directory for the built releases\n"
+
+
+def test_cli_build_help_names_definitions_and_out(capsys):
+    with pytest.raises(SystemExit) as leaving:
+        release.main(["build", "--help"])
+    assert leaving.value.code == 0
+    text = capsys.readouterr().out
+    assert "--definitions DIR" in text and "--out DIR" in text
+
+
+def test_factory_install_unpacks_and_switches_with_release_switch(tmp_path, monkeypatch):
+    calls = []
+    unpack, switch_current = release.rs.unpack, release.rs.switch_current
+
+    def recording_unpack(artifact, version, root="/"):
+        calls.append(("unpack", version, root))
+        return unpack(artifact, version, root)
+
+    def recording_switch(version, root="/"):
+        calls.append(("switch_current", version, root))
+        return switch_current(version, root)
+
+    monkeypatch.setattr(release.rs, "unpack", recording_unpack)
+    monkeypatch.setattr(release.rs, "switch_current", recording_switch)
+    release.factory_install(tmp_path, "2.3.1")
+    assert calls == [("unpack", "2.3.1", str(tmp_path)), ("switch_current", "2.3.1", str(tmp_path))]
+    assert release.rs.current_version(str(tmp_path)) == "2.3.1"
+    assert release.rs.installed_versions(str(tmp_path)) == ["2.3.1"]
