@@ -3,17 +3,26 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The delivery of a release on a terminal, as one transaction that ends on the new release or the old one.
 
-Steps: verify the artifact's sha256; unpack it beside the installed releases; migrate the
-parameters to the new release's schema; switch ``/opt/ipm/app/current`` atomically; restart
-ipm-app; watch its health over a settle period. Any failure after the switch restores the previous
-release, its parameters and unit, restarts it and checks it is healthy again. Application data
-(``/var/lib/ipm/app``) is never touched. Old releases are pruned, keeping a number of them.
+Steps (methods of ``_Delivery``, in order): the compatibility check; the already-current check;
+the artifact check (its sha256); the plan (unpack beside the installed releases, migrate the
+parameters to the new release's schema); the switch (parameters, unit, ``/opt/ipm/app/current``
+atomically, restart); the watch (healthy, then healthy over a settle period). Any failure after
+the switch is the rollback: the previous release, its parameters and unit, restarted and checked
+healthy again. A successful delivery keeps what it replaced in
+``/var/lib/ipm/delivery/previous.json``, for a later rollback (``ipm.fleet.bake``). Application
+data (``/var/lib/ipm/app``) is never touched. Old releases are pruned, keeping a number of them.
+
+Every path is under a ``root`` (default ``/``) and ipm-app is controlled through a small service
+object (default ``Systemctl``), so that the whole transaction runs on a temporary tree too.
 
 Standard library only: this runs on terminals.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
 import errno
 import fcntl
 import hashlib
@@ -29,6 +38,7 @@ from urllib.request import ProxyHandler, build_opener
 
 from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest as rm
 from ansible_collections.ipm.fleet.plugins.module_utils import terminal_facts
+from ansible_collections.ipm.fleet.plugins.module_utils.app_health import HEALTH_PORT, health_url
 from ansible_collections.ipm.fleet.plugins.module_utils.compat import check_compatibility
 
 APP_ROOT = "/opt/ipm/app"
@@ -37,6 +47,7 @@ UNIT_NAME = "ipm-app.service"
 UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
 STATE_DIR = "/var/lib/ipm/delivery"
 LOCK_PATH = "/run/ipm-release.lock"
+RECORD_NAME = "previous.json"
 
 
 class DeliveryError(Exception):
@@ -193,13 +204,6 @@ def render_parameters(parameters, version):
     return (header + rm.dump_yaml(parameters)).encode("utf-8")
 
 
-def health_url(parameters):
-    address = parameters.get("listen_address") or "127.0.0.1"
-    if address in ("0.0.0.0", "::"):
-        address = "127.0.0.1"
-    return "http://%s:8080/health" % ("[%s]" % address if ":" in address else address)
-
-
 _OPENER = build_opener(ProxyHandler({}))
 
 
@@ -248,29 +252,71 @@ def wait_healthy(url, version, digest, start_timeout, settle, interval=0.5):
     return answer
 
 
-def systemctl(*args):
+def _under(root, path):
+    """PATH (absolute, as on a terminal) inside the tree ROOT."""
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _systemctl(*args):
     result = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False, timeout=120)
     if result.returncode != 0:
         raise DeliveryError("systemctl %s failed: %s" % (" ".join(args), (result.stderr or result.stdout).strip()))
     return result.stdout
 
 
+class Systemctl:
+    """The service control of a terminal: ``systemctl`` for ipm-app.service.
+
+    deliver() and rollback() only ever reload units, clear the start limit, restart and stop; any
+    object with these four methods (raising DeliveryError on failure) can stand in for it.
+    """
+
+    def __init__(self, unit=UNIT_NAME):
+        self.unit = unit
+
+    def daemon_reload(self):
+        _systemctl("daemon-reload")
+
+    def reset_failed(self):
+        _systemctl("reset-failed", self.unit)
+
+    def restart(self):
+        _systemctl("restart", self.unit)
+
+    def stop(self):
+        _systemctl("stop", self.unit)
+
+
+def restart_deliberately(service):
+    """Restart ipm-app for a delivery or a rollback.
+
+    The unit's start limit (5 starts in 120 s) is there to stop a crash loop; a deliberate restart
+    must not be refused because earlier deliveries or rollbacks used it up, nor fail because the
+    unit is in the failed state: reset-failed clears both first.
+    """
+    service.reset_failed()
+    service.restart()
+
+
 def install_unit(version, root="/"):
     """Install the release's unit file when it differs; returns the previous content (or None if unchanged)."""
     source = os.path.join(_releases_dir(root), version, "systemd", UNIT_NAME)
-    target = os.path.join(root, UNIT_PATH.lstrip("/"))
-    try:
-        with open(source, "rb") as handle:
-            wanted = handle.read()
-    except FileNotFoundError:
+    target = _under(root, UNIT_PATH)
+    wanted = _read_bytes(source)
+    if wanted is None:
         return None
-    try:
-        with open(target, "rb") as handle:
-            previous = handle.read()
-    except FileNotFoundError:
-        previous = b""
+    previous = _read_bytes(target) or b""
     if previous == wanted:
         return None
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     _write_atomically(target, wanted, 0o644)
     return previous
 
@@ -286,18 +332,24 @@ def prune(keep, protect, root="/"):
     return removed
 
 
+def lock_path(root="/"):
+    return _under(root, LOCK_PATH)
+
+
 class Lock:
-    """One delivery at a time on a terminal."""
+    """One delivery (or rollback) at a time on a terminal."""
 
     def __init__(self, path=LOCK_PATH):
         self.path = path
         self.handle = None
 
     def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self.handle = open(self.path, "w")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            self.handle.close()
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise DeliveryError("another delivery is running on this terminal (lock %s)" % self.path) from None
             raise
@@ -318,6 +370,68 @@ def compatibility_facts(root="/"):
     return facts
 
 
+# --- the record of the last delivery ------------------------------------------------------------
+
+
+def record_path(root="/"):
+    return _under(root, os.path.join(STATE_DIR, RECORD_NAME))
+
+
+def write_record(root, version, previous_version, previous_parameters, previous_unit, newly_unpacked):
+    """Keep what a delivery replaced, for a later rollback (ipm.fleet.bake): mode 0600, the old parameters may hold secrets."""
+    record = {
+        "version": version,
+        "previous_version": previous_version,
+        "previous_parameters_b64": _b64(previous_parameters),
+        "previous_unit_b64": _b64(previous_unit),
+        "newly_unpacked": bool(newly_unpacked),
+        "delivered_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    path = record_path(root)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_atomically(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"), 0o600)
+    return record
+
+
+def read_record(root="/"):
+    """The record of the last delivery: a dict with bytes for the previous parameters and unit (None when absent).
+
+    Returns None when there is no record; raises DeliveryError when it cannot be read or is not a record.
+    """
+    path = record_path(root)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DeliveryError("delivery record %s cannot be read: %s" % (path, exc)) from None
+    try:
+        if not isinstance(record, dict) or not rm.version_tuple(record.get("version")):
+            raise ValueError("no delivered version")
+        previous = record.get("previous_version")
+        if previous is not None and not rm.version_tuple(previous):
+            raise ValueError("previous_version %r is not a version" % (previous,))
+        return dict(
+            record,
+            previous_parameters=_unb64(record.get("previous_parameters_b64")),
+            previous_unit=_unb64(record.get("previous_unit_b64")),
+        )
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise DeliveryError("delivery record %s is not a delivery record: %s" % (path, exc)) from None
+
+
+def _b64(data):
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text):
+    return None if text is None else base64.b64decode(text.encode("ascii"), validate=True)
+
+
+# --- the delivery transaction --------------------------------------------------------------------
+
+
 def deliver(
     version,
     artifact,
@@ -330,185 +444,279 @@ def deliver(
     log=None,
     compatibility=None,
     allow_downgrade=False,
+    root="/",
+    service=None,
+    port=HEALTH_PORT,
 ):
-    """Put VERSION on this terminal; see the module docstring. Returns a result dict (never raises for a failed step)."""
-    log = log or (lambda message: None)
-    started = time.monotonic()
-    previous = current_version()
-    result = {
-        "changed": False,
-        "version": version,
-        "from_version": previous,
-        "to_version": version,
-        "rolled_back": False,
-        "notes": [],
-        "steps": [],
-    }
+    """Put VERSION on the terminal whose tree is ROOT; see the module docstring.
 
-    def step(text):
-        result["steps"].append(text)
-        log(text)
+    SERVICE controls ipm-app (default: systemctl), PORT is where it answers its health check.
+    Returns a result dict (never raises for a failed step).
+    """
+    return _Delivery(
+        version,
+        artifact,
+        sha256,
+        desired_parameters=desired_parameters,
+        keep=keep,
+        start_timeout=start_timeout,
+        settle=settle,
+        log=log,
+        compatibility=compatibility,
+        allow_downgrade=allow_downgrade,
+        root=root,
+        service=service,
+        port=port,
+    ).run(check_mode)
 
-    if compatibility is not None and previous != version:
+
+class _Delivery:
+    """One delivery: each step a method, in the order run() calls them."""
+
+    def __init__(self, version, artifact, sha256, **options):
+        self.version = version
+        self.artifact = artifact
+        self.sha256 = sha256
+        self.desired = options["desired_parameters"]
+        self.keep = options["keep"]
+        self.start_timeout = options["start_timeout"]
+        self.settle = options["settle"]
+        self.log = options["log"] or (lambda message: None)
+        self.compatibility = options["compatibility"]
+        self.allow_downgrade = options["allow_downgrade"]
+        self.root = options["root"]
+        self.service = options["service"] or Systemctl()
+        self.port = options["port"]
+        self.config = _under(self.root, CONFIG)
+        self.started = time.monotonic()
+        self.previous = current_version(self.root)
+        self.installed = {}
+        self.current_definition = None
+        self.newly_unpacked = False
+        self.parameters = None
+        self.old_config = None
+        self.old_unit_file = None
+        self.old_unit = None
+        self.result = {
+            "changed": False,
+            "version": version,
+            "from_version": self.previous,
+            "to_version": version,
+            "rolled_back": False,
+            "notes": [],
+            "steps": [],
+        }
+
+    def step(self, text):
+        self.result["steps"].append(text)
+        self.log(text)
+
+    def failed(self, msg, **extra):
+        return dict(self.result, failed=True, msg=msg, **extra)
+
+    def run(self, check_mode):
+        early = self.check_compatibility()
+        if early:
+            return early
+        self.read_installed()
+        early = self.check_already_current() or self.check_artifact()
+        if early:
+            return early
+        if check_mode:
+            return self.predict()
+        refused = self.plan()
+        if refused:
+            return refused
+        try:
+            self.switch()
+            self.watch()
+            self.keep_record()
+        except (DeliveryError, OSError) as exc:
+            return self.roll_back(exc)
+        return self.complete()
+
+    def check_compatibility(self):
+        """Compat check: an incompatible terminal is left untouched (not a failure)."""
+        if self.compatibility is None or self.previous == self.version:
+            return None
         verdict = check_compatibility(
-            {"version": version, "compatibility": compatibility}, compatibility_facts(), allow_downgrade=allow_downgrade
+            {"version": self.version, "compatibility": self.compatibility},
+            compatibility_facts(self.root),
+            allow_downgrade=self.allow_downgrade,
         )
-        if not verdict["compatible"]:
-            result.update(
-                incompatible=True,
-                reasons=verdict["reasons"],
-                msg="release %s is not compatible: %s; nothing changed" % (version, "; ".join(verdict["reasons"])),
-            )
-            return result
-
-    installed = read_parameters()[0]
-    current_definition = None
-    if previous:
-        try:
-            current_definition = load_release(previous)
-        except rm.ReleaseError:
-            current_definition = None
-
-    # Already there: the release is current, healthy, and its parameters are the desired ones.
-    if previous == version and current_definition is not None:
-        try:
-            wanted = plan_parameters(current_definition, current_definition, installed, desired_parameters)[0]
-        except rm.ReleaseError as exc:
-            return dict(result, failed=True, msg="parameters for %s are invalid: %s" % (version, exc))
-        ok, answer = probe_health(health_url(wanted))
-        if wanted == rm.effective_parameters(current_definition, installed) and ok and answer.get("version") == version:
-            result.update(health=answer, msg="release %s is already current and healthy" % version)
-            return result
-
-    if artifact is None or not os.path.isfile(artifact):
-        if previous == version:
-            artifact = None
-        else:
-            return dict(result, failed=True, msg="artifact for %s not found on the terminal (%s)" % (version, artifact))
-    if artifact is not None:
-        actual = sha256_of(artifact)
-        if actual != sha256:
-            return dict(
-                result,
-                failed=True,
-                msg="artifact %s: sha256 %s does not match the manifest's %s; nothing changed"
-                % (artifact, actual, sha256),
-            )
-        step("artifact verified (sha256 %s)" % sha256[:12])
-
-    if check_mode:
-        if artifact is not None:
-            try:
-                target = manifest_in_archive(artifact)
-                result["notes"] = plan_parameters(current_definition, target, installed, desired_parameters)[1]
-            except (rm.ReleaseError, DeliveryError, tarfile.TarError) as exc:
-                return dict(result, failed=True, msg="release %s cannot be configured: %s" % (version, exc))
-        result.update(changed=True, msg="would deliver %s (from %s)" % (version, previous or "nothing"))
-        return result
-
-    result["changed"] = True
-    newly_unpacked = unpack(artifact, version) if artifact is not None else False
-    step(
-        "unpacked into %s/releases/%s" % (APP_ROOT, version)
-        if newly_unpacked
-        else "release %s already unpacked" % version
-    )
-    try:
-        target = load_release(version)
-        parameters, notes = plan_parameters(current_definition, target, installed, desired_parameters)
-    except rm.ReleaseError as exc:
-        if newly_unpacked:
-            shutil.rmtree(os.path.join(_releases_dir("/"), version), ignore_errors=True)
+        if verdict["compatible"]:
+            return None
         return dict(
-            result,
-            changed=False,
-            failed=True,
-            msg="release %s cannot be configured: %s; nothing changed" % (version, exc),
+            self.result,
+            incompatible=True,
+            reasons=verdict["reasons"],
+            msg="release %s is not compatible: %s; nothing changed" % (self.version, "; ".join(verdict["reasons"])),
         )
-    result["notes"] = notes
-    digest = rm.parameters_digest(parameters)
 
-    old_config = _read_bytes(CONFIG)
-    old_unit = None
-    try:
-        _write_atomically(CONFIG, render_parameters(parameters, version), 0o600)
-        step("parameters migrated to %s (%d change(s))" % (version, len(notes)))
-        old_unit = install_unit(version)
-        if old_unit is not None:
-            systemctl("daemon-reload")
-        switch_current(version)
-        step("current -> releases/%s" % version)
-        _restart_deliberately()
-        step("ipm-app restarted")
-        answer = wait_healthy(health_url(parameters), version, digest, start_timeout, settle)
-        step("healthy for %ss" % settle)
-        result["health"] = answer
-    except (DeliveryError, OSError) as exc:
-        result.update(failed=True, rolled_back=True, msg="delivery of %s failed: %s" % (version, exc))
-        step("rolling back to %s" % (previous or "nothing"))
-        result["rollback"] = rollback(previous, old_config, old_unit, start_timeout, step)
-        if newly_unpacked and result["rollback"].get("healthy") and previous != version:
-            # Back to exactly the previous state: the failed release does not stay installed.
-            shutil.rmtree(os.path.join(_releases_dir("/"), version), ignore_errors=True)
-            step("removed releases/%s" % version)
-        if not result["rollback"].get("healthy"):
-            result["msg"] += "; ROLLBACK DID NOT RESTORE A HEALTHY %s: %s" % (previous, result["rollback"].get("error"))
-        result["duration_s"] = round(time.monotonic() - started, 2)
-        return result
+    def read_installed(self):
+        self.installed = read_parameters(self.root)[0]
+        if self.previous:
+            try:
+                self.current_definition = load_release(self.previous, self.root)
+            except rm.ReleaseError:
+                self.current_definition = None
 
-    protect = {version}
-    if previous:
-        protect.add(previous)
-    result["pruned"] = prune(keep, protect)
-    result["msg"] = "delivered %s (from %s)" % (version, previous or "nothing")
-    result["duration_s"] = round(time.monotonic() - started, 2)
-    return result
-
-
-def _read_bytes(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
+    def check_already_current(self):
+        """Already current: the release is current, healthy, and its parameters are the desired ones."""
+        if self.previous != self.version or self.current_definition is None:
+            return None
+        try:
+            wanted = plan_parameters(self.current_definition, self.current_definition, self.installed, self.desired)[0]
+        except rm.ReleaseError as exc:
+            return self.failed("parameters for %s are invalid: %s" % (self.version, exc))
+        ok, answer = probe_health(health_url(wanted.get("listen_address"), self.port))
+        current = rm.effective_parameters(self.current_definition, self.installed)
+        if wanted == current and ok and answer.get("version") == self.version:
+            return dict(self.result, health=answer, msg="release %s is already current and healthy" % self.version)
         return None
 
+    def check_artifact(self):
+        """Artifact check: present (unless the release is current already) and its sha256 the manifest's."""
+        if self.artifact is None or not os.path.isfile(self.artifact):
+            if self.previous != self.version:
+                return self.failed("artifact for %s not found on the terminal (%s)" % (self.version, self.artifact))
+            self.artifact = None
+            return None
+        actual = sha256_of(self.artifact)
+        if actual != self.sha256:
+            return self.failed(
+                "artifact %s: sha256 %s does not match the manifest's %s; nothing changed"
+                % (self.artifact, actual, self.sha256)
+            )
+        self.step("artifact verified (sha256 %s)" % self.sha256[:12])
+        return None
 
-def _restart_deliberately():
-    """Restart ipm-app for a delivery or a rollback.
+    def predict(self):
+        """Check mode: the parameter migration a real run would do; nothing is written."""
+        if self.artifact is not None:
+            try:
+                target = manifest_in_archive(self.artifact)
+                self.result["notes"] = plan_parameters(self.current_definition, target, self.installed, self.desired)[1]
+            except (rm.ReleaseError, DeliveryError, tarfile.TarError) as exc:
+                return self.failed("release %s cannot be configured: %s" % (self.version, exc))
+        self.result.update(changed=True, msg="would deliver %s (from %s)" % (self.version, self.previous or "nothing"))
+        return self.result
 
-    The unit's start limit (5 starts in 120 s) is there to stop a crash loop; a deliberate restart
-    must not be refused because earlier deliveries or rollbacks used it up, nor fail because the
-    unit is in the failed state: reset-failed clears both first.
+    def plan(self):
+        """Plan: unpack the release and migrate the parameters to it; invalid ones change nothing."""
+        self.result["changed"] = True
+        self.newly_unpacked = unpack(self.artifact, self.version, self.root) if self.artifact is not None else False
+        self.step(
+            "unpacked into %s/releases/%s" % (APP_ROOT, self.version)
+            if self.newly_unpacked
+            else "release %s already unpacked" % self.version
+        )
+        try:
+            target = load_release(self.version, self.root)
+            self.parameters, notes = plan_parameters(self.current_definition, target, self.installed, self.desired)
+        except rm.ReleaseError as exc:
+            if self.newly_unpacked:
+                shutil.rmtree(os.path.join(_releases_dir(self.root), self.version), ignore_errors=True)
+            return dict(
+                self.failed("release %s cannot be configured: %s; nothing changed" % (self.version, exc)),
+                changed=False,
+            )
+        self.result["notes"] = notes
+        return None
+
+    def switch(self):
+        """Switch: new parameters, the release's unit, ``current`` to the new release, restart."""
+        self.old_config = _read_bytes(self.config)
+        self.old_unit_file = _read_bytes(_under(self.root, UNIT_PATH))
+        _write_atomically(self.config, render_parameters(self.parameters, self.version), 0o600)
+        self.step("parameters migrated to %s (%d change(s))" % (self.version, len(self.result["notes"])))
+        self.old_unit = install_unit(self.version, self.root)
+        if self.old_unit is not None:
+            self.service.daemon_reload()
+        switch_current(self.version, self.root)
+        self.step("current -> releases/%s" % self.version)
+        restart_deliberately(self.service)
+        self.step("ipm-app restarted")
+
+    def watch(self):
+        """Watch: the new release answers healthy with its parameters, then stays healthy for the settle period."""
+        url = health_url(self.parameters.get("listen_address"), self.port)
+        digest = rm.parameters_digest(self.parameters)
+        self.result["health"] = wait_healthy(url, self.version, digest, self.start_timeout, self.settle)
+        self.step("healthy for %ss" % self.settle)
+
+    def keep_record(self):
+        """What a later rollback needs (ipm.fleet.bake): the replaced release, parameters and unit."""
+        write_record(self.root, self.version, self.previous, self.old_config, self.old_unit_file, self.newly_unpacked)
+
+    def roll_back(self, error):
+        """Rollback: back to the previous release, parameters and unit; the failed release goes if it was new."""
+        self.result.pop("health", None)
+        self.result.update(failed=True, rolled_back=True, msg="delivery of %s failed: %s" % (self.version, error))
+        self.step("rolling back to %s" % (self.previous or "nothing"))
+        outcome = rollback(
+            self.previous,
+            self.old_config,
+            self.old_unit,
+            self.start_timeout,
+            self.step,
+            root=self.root,
+            service=self.service,
+            port=self.port,
+        )
+        self.result["rollback"] = outcome
+        if self.newly_unpacked and outcome.get("healthy") and self.previous != self.version:
+            # Back to exactly the previous state: the failed release does not stay installed.
+            shutil.rmtree(os.path.join(_releases_dir(self.root), self.version), ignore_errors=True)
+            self.step("removed releases/%s" % self.version)
+        if not outcome.get("healthy"):
+            self.result["msg"] += "; ROLLBACK DID NOT RESTORE A HEALTHY %s: %s" % (self.previous, outcome.get("error"))
+        self.result["duration_s"] = round(time.monotonic() - self.started, 2)
+        return self.result
+
+    def complete(self):
+        protect = {self.version}
+        if self.previous:
+            protect.add(self.previous)
+        self.result["pruned"] = prune(self.keep, protect, self.root)
+        self.result["msg"] = "delivered %s (from %s)" % (self.version, self.previous or "nothing")
+        self.result["duration_s"] = round(time.monotonic() - self.started, 2)
+        return self.result
+
+
+def rollback(previous, old_config, old_unit, start_timeout, step, root="/", service=None, port=HEALTH_PORT):
+    """Restore the previous release, parameters and unit; restart; check health. Returns what happened.
+
+    OLD_CONFIG: the previous parameters file (None: there was none). OLD_UNIT: None when the unit
+    was not changed, b"" when there was no unit file, else its previous content.
     """
-    systemctl("reset-failed", UNIT_NAME)
-    systemctl("restart", UNIT_NAME)
-
-
-def rollback(previous, old_config, old_unit, start_timeout, step):
-    """Restore the previous release, parameters and unit; restart; check health. Returns what happened."""
+    service = service or Systemctl()
+    config = _under(root, CONFIG)
+    unit = _under(root, UNIT_PATH)
     outcome = {"to": previous, "healthy": False}
     try:
         if old_config is not None:
-            _write_atomically(CONFIG, old_config, 0o600)
-        elif os.path.lexists(CONFIG):
-            os.unlink(CONFIG)  # there were no parameters before this delivery
+            _write_atomically(config, old_config, 0o600)
+        elif os.path.lexists(config):
+            os.unlink(config)  # there were no parameters before this delivery
         if old_unit is not None:
             if old_unit:
-                _write_atomically(UNIT_PATH, old_unit, 0o644)
-            else:
-                os.unlink(UNIT_PATH)
-            systemctl("daemon-reload")
+                _write_atomically(unit, old_unit, 0o644)
+            elif os.path.lexists(unit):
+                os.unlink(unit)
+            service.daemon_reload()
         if previous is None:
             # A first installation that failed: back to no application at all (no dangling current link).
-            systemctl("stop", UNIT_NAME)
-            if os.path.lexists(_current_link("/")):
-                os.unlink(_current_link("/"))
+            service.stop()
+            if os.path.lexists(_current_link(root)):
+                os.unlink(_current_link(root))
             outcome["healthy"] = True
             return outcome
-        switch_current(previous)
-        _restart_deliberately()
-        parameters = read_parameters()[0]
-        outcome["health"] = wait_healthy(health_url(parameters), previous, None, start_timeout, 2.0)
+        switch_current(previous, root)
+        restart_deliberately(service)
+        parameters = read_parameters(root)[0]
+        url = health_url(parameters.get("listen_address"), port)
+        outcome["health"] = wait_healthy(url, previous, None, start_timeout, 2.0)
         outcome["healthy"] = True
         step("back on %s, healthy" % previous)
     except (DeliveryError, OSError, rm.ReleaseError) as exc:
@@ -517,9 +725,13 @@ def rollback(previous, old_config, old_unit, start_timeout, step):
     return outcome
 
 
-def deliver_detached(state_file, **kwargs):
-    """Run deliver() in a child of its own session, so that it finishes (or rolls back) even if the
-    SSH session that started it drops; wait for it and return its result (also kept in STATE_FILE).
+# --- detached from the SSH session ---------------------------------------------------------------
+
+
+def run_detached(state_file, lock, function, kwargs):
+    """Run FUNCTION(**KWARGS) under LOCK (a path) in a child of its own session, so that it finishes
+    (or rolls back) even if the SSH session that started it drops; wait for it and return its result
+    (a dict, also kept in STATE_FILE).
     """
     os.makedirs(os.path.dirname(state_file), exist_ok=True)
     if os.path.exists(state_file):
@@ -533,8 +745,8 @@ def deliver_detached(state_file, **kwargs):
             for descriptor in (0, 1, 2):
                 os.dup2(devnull, descriptor)
             try:
-                with Lock():
-                    outcome = deliver(**kwargs)
+                with Lock(lock):
+                    outcome = function(**kwargs)
             except DeliveryError as exc:
                 outcome = {"changed": False, "failed": True, "msg": str(exc)}
             except Exception as exc:  # a bug must still leave a readable answer behind
@@ -553,3 +765,8 @@ def deliver_detached(state_file, **kwargs):
             "failed": True,
             "msg": "the delivery process left no result in %s: %s" % (state_file, exc),
         }
+
+
+def deliver_detached(state_file, **kwargs):
+    """deliver(**KWARGS) detached from the SSH session, under the delivery lock of its root."""
+    return run_detached(state_file, lock_path(kwargs.get("root", "/")), deliver, kwargs)
