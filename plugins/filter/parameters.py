@@ -21,8 +21,14 @@ def _plain(value):
     return value
 
 
-def terminal_parameters(definition, customer=None, site=None, terminal=None, kept=None):
-    """A terminal's parameters under the release DEFINITION, from the registry's three layers."""
+def terminal_parameters(definition, customer=None, site=None, terminal=None, kept=None, current=None, preserve=None):
+    """A terminal's parameters under the release DEFINITION, from the registry's three layers.
+
+    KEPT, or the names PRESERVE picks from the terminal's CURRENT file, are values of the terminal
+    itself that stay unless a layer sets them.
+    """
+    if kept is None and isinstance(current, Mapping) and preserve:
+        kept = {name: current[name] for name in preserve if name in current}
     if not isinstance(definition, Mapping) or not isinstance(definition.get("parameters"), Mapping):
         raise AnsibleFilterError(
             "ipm.fleet.terminal_parameters: expected a release definition or manifest (with parameters), got %s"
@@ -42,6 +48,9 @@ def terminal_parameters(definition, customer=None, site=None, terminal=None, kep
     layered["effective_sources"] = {name: item["source"] for name, item in effective.items()}
     layered["secret_names"] = [
         name for name, spec in definition["parameters"].items() if is_secret_parameter(name, spec)
+    ]
+    layered["secrets_set"] = [
+        name for name in layered["secret_names"] if layered["effective"].get(name) not in (None, "")
     ]
     return layered
 

@@ -44,15 +44,15 @@ def layer_parameters(definition, customer=None, site=None, terminal=None):
     optionally ``renamed``); CUSTOMER, SITE and TERMINAL are the registry's mappings (None or empty
     for none). Returns a dict:
 
-    ``values``
+    ``registry_values``
         {name: value}: what the registry sets for this release, highest layer winning (no defaults).
-    ``sources``
-        {name: layer}: the layer each of ``values`` comes from.
+    ``registry_sources``
+        {name: layer}: the layer each of ``registry_values`` comes from.
     ``staged``
         [{name, layer}]: values set aside because the target release has no such parameter.
     ``problems``
-        [{name, layer, expected, found}]: values the target knows but does not accept (secrets'
-        values are never shown in ``found``).
+        [{name, layer, expected, found, text}]: values the target knows but does not accept
+        (secrets' values are never shown in ``found`` or ``text``).
     ``notes``
         One line in words per staged or renamed value.
     """
@@ -68,7 +68,8 @@ def layer_parameters(definition, customer=None, site=None, terminal=None):
                 target = renamed[name]
                 if target in given:
                     notes.append(
-                        "%s (%s): renamed %s in %s, which the same layer sets: set aside" % (name, layer, target, version)
+                        "%s (%s): renamed %s in %s, which the same layer sets: set aside"
+                        % (name, layer, target, version)
                     )
                     staged.append({"name": name, "layer": layer})
                     continue
@@ -82,24 +83,38 @@ def layer_parameters(definition, customer=None, site=None, terminal=None):
                 continue
             fault = check_value(target, value, schema[target]) if isinstance(schema[target], dict) else None
             if fault is not None:
-                problems.append({"name": target, "layer": layer, "expected": fault.expected, "found": fault.found})
+                problems.append(
+                    {
+                        "name": target,
+                        "layer": layer,
+                        "expected": fault.expected,
+                        "found": fault.found,
+                        "text": "%s (%s): expected %s, found %s" % (target, layer, fault.expected, fault.found),
+                    }
+                )
                 continue
             values[target] = value
             sources[target] = layer
-    return {"values": values, "sources": sources, "staged": staged, "problems": problems, "notes": notes}
+    return {
+        "registry_values": values,
+        "registry_sources": sources,
+        "staged": staged,
+        "problems": problems,
+        "notes": notes,
+    }
 
 
 def effective_parameters(definition, layered, kept=None):
     """The complete parameters a terminal runs: release defaults < KEPT < the layered registry values.
 
-    LAYERED is :func:`layer_parameters`' result (or its ``values``); KEPT holds values that belong
+    LAYERED is :func:`layer_parameters`' result (or its ``registry_values``); KEPT holds values that belong
     to the terminal itself (read from its current file) and are kept unless a layer sets them.
     Names the release does not know are left out of KEPT. Returns ``{name: {value, source}}`` in
     schema order, source being ``release X.Y.Z``, ``terminal file`` or a layer.
     """
     version, schema, _renamed = _definition_parts(definition)
-    if isinstance(layered, dict) and "values" in layered and isinstance(layered.get("values"), dict):
-        values, sources = layered["values"], layered.get("sources") or {}
+    if isinstance(layered, dict) and isinstance(layered.get("registry_values"), dict):
+        values, sources = layered["registry_values"], layered.get("registry_sources") or {}
     else:
         values, sources = (layered if isinstance(layered, dict) else {}), {}
     result = {}

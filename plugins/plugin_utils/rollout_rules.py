@@ -23,6 +23,9 @@ DEFAULT_MAX_FAIL_PERCENTAGE = {"canary": 0.0, "pilot": 20.0, "broad": 20.0}
 # show it on the canary before the pilot ring is touched.
 DEFAULT_BAKE_S = {"canary": 900.0, "pilot": 600.0, "broad": 300.0}
 DEFAULT_BAKE_INTERVAL_S = 5.0
+# Beyond the bake itself, time a bake's rollback may take (restart and health wait of the previous
+# release), before the controller stops waiting for the terminal's answer.
+BAKE_MARGIN_S = 600.0
 
 # Ledger results (plugins/plugin_utils/delivery_ledger.py RESULTS) as the gate sees them.
 FAILING = ("failed", "rolled_back", "not_reached")
@@ -62,8 +65,10 @@ def ring_policy(ring, settings=None):
     * ``rollout_max_fail_percentage_<ring>``, and for pilot and broad ``rollout_max_fail_percentage``:
       the share of the ring's counted terminals that may fail before the rollout halts.
 
-    Returns ``{ring, bake_s, bake_interval_s, max_fail_percentage}``; RolloutRuleError for an
-    unknown ring or a value that is not a number in range.
+    Returns ``{ring, bake_s, bake_interval_s, max_fail_percentage, bake_wait}``, ``bake_wait``
+    saying how the controller waits for the terminals' bakes, which all run at once
+    (``async_s``, ``delay_s``, ``retries``); RolloutRuleError for an unknown ring or a value that
+    is not a number in range.
     """
     if ring not in RINGS:
         raise RolloutRuleError("ring must be one of %s, got %r" % (", ".join(RINGS), ring))
@@ -82,7 +87,15 @@ def ring_policy(ring, settings=None):
     general = None if ring == "canary" else "rollout_max_fail_percentage"
     name, value = pick("rollout_max_fail_percentage_" + ring, general)
     threshold = _number(value, name, high=100.0) if name else DEFAULT_MAX_FAIL_PERCENTAGE[ring]
-    return {"ring": ring, "bake_s": bake_s, "bake_interval_s": interval, "max_fail_percentage": threshold}
+    async_s = int(bake_s + BAKE_MARGIN_S)
+    delay_s = int(min(10.0, max(1.0, interval)))
+    return {
+        "ring": ring,
+        "bake_s": bake_s,
+        "bake_interval_s": interval,
+        "max_fail_percentage": threshold,
+        "bake_wait": {"async_s": async_s, "delay_s": delay_s, "retries": async_s // delay_s + 1},
+    }
 
 
 def _one_line(text):
@@ -167,14 +180,19 @@ def ring_gate(ring, outcomes, missing=(), max_fail_percentage=None):
     failed = sorted({host for host, result in outcomes.items() if result in FAILING} | set(missing or ()))
     counted = sorted({host for host, result in outcomes.items() if result not in SET_ASIDE} | set(missing or ()))
     halt = bool(counted) and len(failed) * 100.0 > threshold * len(counted)
-    message = "%s: %d of %d terminal(s) failed (%s), threshold %g%%: %s" % (
-        ring,
-        len(failed),
-        len(counted),
-        ", ".join(failed) or "none",
-        threshold,
-        "ROLLOUT HALTED, later waves and rings are left untouched" if halt else "go on",
-    )
+    if halt:
+        message = (
+            "ROLLOUT HALTED in ring %s: %d of %d terminal(s) failed (%s), above the threshold of %g%%. "
+            "Later waves and rings untouched." % (ring, len(failed), len(counted), ", ".join(failed), threshold)
+        )
+    else:
+        message = "ring %s: %d of %d terminal(s) failed%s, threshold %g%%: going on" % (
+            ring,
+            len(failed),
+            len(counted),
+            " (%s)" % ", ".join(failed) if failed else "",
+            threshold,
+        )
     return {
         "ring": ring,
         "failed": failed,
@@ -209,7 +227,8 @@ def summary(rings, entries):
     """The rollout's end: one line per terminal, ring by ring, and who failed.
 
     RINGS maps each ring to its terminals; ENTRIES maps a terminal to ``{"delivery": entry,
-    "bake": entry}`` (either may be missing). Returns ``{lines, failed, targeted}``.
+    "bake": entry}`` (either may be missing). Returns ``{lines, failed, targeted}``; a terminal
+    without any entry is shown ``untouched``.
     """
     lines, failed = [], []
     for ring, hosts in (rings or {}).items():
@@ -218,8 +237,9 @@ def summary(rings, entries):
             delivery, bake = recorded.get("delivery"), recorded.get("bake")
             latest = latest_outcome(delivery, bake)
             if latest is None:
-                lines.append("%-7s %-16s %-15s" % (ring, host, "not_reached"))
-                failed.append(host)
+                # No outcome: a later wave the halt left alone, or a terminal that left the play
+                # before its delivery (the ring gate counted that one as failed).
+                lines.append("%-7s %-16s %-15s" % (ring, host, "untouched"))
                 continue
             first = delivery if isinstance(delivery, dict) else latest
             line = "%-7s %-16s %-15s %s -> %s" % (

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fleet import write_fleet
@@ -46,7 +47,9 @@ def rollout(fleet, release: str, *options: str) -> subprocess.CompletedProcess:
         str(fleet["inventory"]),
         str(PROJECT_ROOT / "playbooks" / "rollout.yml"),
     ]
-    command += ["-e", f"release={release}", "-e", "change_id=CHG-7001", "-e", "rollout_settle_s=6", *options]
+    command += ["-e", f"release={release}", "-e", "change_id=CHG-7001", "-e", "rollout_settle_s=6"]
+    # Short bakes (the demo inventory's are 5 s); a test that needs a longer one gives its own -e.
+    command += ["-e", "rollout_bake_s=2", "-e", "rollout_bake_interval_s=1", *options]
     result = subprocess.run(
         command, capture_output=True, text=True, env=env(fleet["audit"]), cwd=PROJECT_ROOT, timeout=1200, check=False
     )
@@ -106,6 +109,8 @@ def test_2_release_reaches_every_ring_and_defers_the_closed_site(fleet):
         assert release == expected, (terminal, release)
     assert result.stdout.count("deferred") >= 2
     assert "went through every ring" in result.stdout
+    for ring in ("canary", "pilot", "broad"):
+        assert f"Baking ring {ring}" in result.stdout, f"ring {ring} was not baked"
     again = rollout(fleet, "2.4.0")
     assert again.returncode == 0
     assert "changed=1" not in again.stdout, "a second run changes nothing"
@@ -121,14 +126,79 @@ def test_2_release_reaches_every_ring_and_defers_the_closed_site(fleet):
     entries = json.loads(ledger.stdout)
     second_run_started = min(e["time"] for e in entries if e["result"] == "already_current")
     first_run = sorted(e["result"] for e in entries if e["time"] < second_run_started)
-    assert first_run == ["deferred", "deferred", "delivered", "delivered", "delivered", "delivered"]
+    # every delivered terminal passed its ring's bake: one baked entry each, after its delivery
+    assert first_run == ["baked"] * 4 + ["deferred", "deferred"] + ["delivered"] * 4
+    assert all(e["reason"].startswith("healthy for 2") for e in entries if e["result"] == "baked")
     assert all(e["operator"] and e["change_id"] == "CHG-7001" and e["site_time"] for e in entries)
     running = subprocess.run([*audit, "deliveries", "--running", "--json"], capture_output=True, text=True, check=False)
     runs = {row["terminal"]: row for row in json.loads(running.stdout)}
     assert runs[named(fleet, "par1")]["release"] == "2.4.0" and runs[named(fleet, "par1")]["change_id"] == "CHG-7001"
 
 
-def test_3_new_generation_skips_the_old_model(fleet):
+LATE_FAILING = "2.4.2"
+
+
+@pytest.fixture(scope="module")
+def late_failing_release(tmp_path_factory):
+    """A release that answers healthy through the settle period (6 s) and fails 14 s after its start."""
+    definitions = tmp_path_factory.mktemp("definitions")
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    definition = yaml.safe_load((PROJECT_ROOT / "app" / "releases" / "2.4.0.yml").read_text())
+    definition.update(
+        version=LATE_FAILING,
+        description="Fails its health check 14 s after its start, after the settle period (bake tests).",
+        defect={"kind": "health-fails-after-start", "healthy_for_s": 14},
+    )
+    (definitions / f"{LATE_FAILING}.yml").write_text(yaml.safe_dump(definition, sort_keys=False))
+    built = subprocess.run(
+        [str(BIN / "ipm-release"), "build", LATE_FAILING, "--definitions", str(definitions), "--out", str(artifacts)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    return artifacts
+
+
+def test_3_late_failure_is_rolled_back_during_the_canary_bake_and_halts(fleet, late_failing_release):
+    # After test 2 every terminal but New York's runs 2.4.0. The release stays healthy through the
+    # delivery's settle period; only the bake (20 s, a probe a second) sees it fail.
+    before = current(fleet)
+    canary = named(fleet, "par1")
+    result = rollout(
+        fleet,
+        LATE_FAILING,
+        "-e",
+        "rollout_hosts=all",
+        "-e",
+        f"rollout_artifacts_dir={late_failing_release}",
+        "-e",
+        "rollout_bake_s_canary=20",
+    )
+    assert result.returncode == 2, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "ROLLOUT HALTED in ring canary" in result.stdout, result.stdout[-4000:]
+    assert f"canary {canary} rolled_back 2.4.0 -> {LATE_FAILING}" in result.stdout, result.stdout[-4000:]
+    assert "failed during bake" in result.stdout
+    assert "Baking ring pilot" not in result.stdout, "the pilot ring must not start"
+    assert current(fleet) == before, "the canary is back on 2.4.0; pilot and broad were never touched"
+
+    audit = [str(BIN / "ipm-audit"), "--log", str(fleet["audit"])]
+    ledger = subprocess.run(
+        [*audit, "deliveries", "--release", LATE_FAILING, "--json"], capture_output=True, text=True, check=False
+    )
+    entries = json.loads(ledger.stdout)
+    assert [(e["terminal"], e["result"]) for e in entries] == [(canary, "delivered"), (canary, "rolled_back")]
+    assert entries[1]["reason"].startswith("failed during bake: ") and entries[1]["from_version"] == "2.4.0"
+    running = subprocess.run([*audit, "deliveries", "--running", "--json"], capture_output=True, text=True, check=False)
+    runs = {row["terminal"]: row for row in json.loads(running.stdout)}
+    assert runs[canary]["release"] == "2.4.0", "the ledger says the canary runs 2.4.0 again"
+    health = subprocess.run([str(BIN / "ipm-lab"), "status", "--json"], capture_output=True, text=True, check=False)
+    assert health.returncode == 0, health.stderr
+    app = {row["terminal"]: row for row in json.loads(health.stdout)}[canary]["app"] or {}
+    assert (app.get("status"), app.get("version")) == ("ok", "2.4.0"), app
+
+
+def test_4_new_generation_skips_the_old_model(fleet):
     result = rollout(fleet, "3.0.0", "-e", "rollout_hosts=all")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     releases = current(fleet)
@@ -139,7 +209,7 @@ def test_3_new_generation_skips_the_old_model(fleet):
         assert releases[named(fleet, suffix)] == "3.0.0"
 
 
-def test_4_requests_without_change_id_or_unknown_release_are_refused(fleet):
+def test_5_requests_without_change_id_or_unknown_release_are_refused(fleet):
     command = [
         str(BIN / "ansible-playbook"),
         "-i",
@@ -158,7 +228,7 @@ def test_4_requests_without_change_id_or_unknown_release_are_refused(fleet):
     assert emergency.returncode != 0 and "say why with -e window_justification" in emergency.stdout
 
 
-def test_5_an_unreachable_canary_is_recorded_and_halts_the_rollout(fleet, tmp_path):
+def test_6_an_unreachable_canary_is_recorded_and_halts_the_rollout(fleet, tmp_path):
     canary = named(fleet, "par1")
     before = current(fleet)
     # A second inventory source points the canary at a closed port: SSH is refused, as for a terminal
@@ -182,8 +252,8 @@ def test_5_an_unreachable_canary_is_recorded_and_halts_the_rollout(fleet, tmp_pa
     assert entries[0]["reason"].startswith("unreachable:") and entries[0]["change_id"] == "CHG-7001"
 
 
-def test_6_going_back_to_an_older_release_needs_allow_downgrade(fleet):
-    # After test 3, par1, syd1 and syd2 run 3.0.0; par2 runs 2.4.0; the windows are ignored so that
+def test_7_going_back_to_an_older_release_needs_allow_downgrade(fleet):
+    # After test 4, par1, syd1 and syd2 run 3.0.0; par2 runs 2.4.0; the windows are ignored so that
     # New York takes part too.
     before = current(fleet)
     emergency = [

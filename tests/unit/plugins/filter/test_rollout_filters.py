@@ -51,7 +51,7 @@ def test_terminal_parameters_filter_stages_and_lists_secrets():
         },
     }
     result = terminal_parameters(manifest, {"tariff_zone": "B"}, None, {"currency": "AUD"})
-    assert result["values"] == {"currency": "AUD"}
+    assert result["registry_values"] == {"currency": "AUD"}
     assert result["effective"] == {"currency": "AUD", "payment_api_token": ""}
     assert result["staged"] == [{"name": "tariff_zone", "layer": "customer"}]
     assert result["secret_names"] == ["payment_api_token"]

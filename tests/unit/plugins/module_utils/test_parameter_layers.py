@@ -20,14 +20,14 @@ def test_higher_layers_win_and_sources_are_kept():
     layered = layer_parameters(
         R240, {"currency": "EUR", "idle_timeout_s": 30}, {"currency": "AUD"}, {"idle_timeout_s": 90}
     )
-    assert layered["values"] == {"currency": "AUD", "idle_timeout_s": 90}
-    assert layered["sources"] == {"currency": "site", "idle_timeout_s": "terminal"}
+    assert layered["registry_values"] == {"currency": "AUD", "idle_timeout_s": 90}
+    assert layered["registry_sources"] == {"currency": "site", "idle_timeout_s": "terminal"}
     assert layered["staged"] == [] and layered["problems"] == [] and layered["notes"] == []
 
 
 def test_a_parameter_of_a_later_release_is_staged_not_failed():
     layered = layer_parameters(R240, {"tariff_zone": "B", "currency": "EUR"}, None, None)
-    assert layered["values"] == {"currency": "EUR"}
+    assert layered["registry_values"] == {"currency": "EUR"}
     assert layered["staged"] == [{"name": "tariff_zone", "layer": "customer"}]
     assert layered["problems"] == []
     assert layered["notes"] == [
@@ -37,10 +37,12 @@ def test_a_parameter_of_a_later_release_is_staged_not_failed():
 
 def test_a_renamed_parameter_is_carried_to_its_new_name_unless_the_layer_sets_it():
     carried = layer_parameters(R240, {"timeout": 45}, {}, {})
-    assert carried["values"] == {"idle_timeout_s": 45}
+    assert carried["registry_values"] == {"idle_timeout_s": 45}
     assert carried["notes"] == ["timeout (customer): renamed idle_timeout_s in 2.4.0, value carried"]
     both = layer_parameters(R240, {}, {"timeout": 45, "idle_timeout_s": 50}, {})
-    assert both["values"] == {"idle_timeout_s": 50} and both["staged"] == [{"name": "timeout", "layer": "site"}]
+    assert both["registry_values"] == {"idle_timeout_s": 50} and both["staged"] == [
+        {"name": "timeout", "layer": "site"}
+    ]
 
 
 def test_an_invalid_value_of_a_known_parameter_is_a_problem_and_a_secret_is_never_shown():
@@ -48,7 +50,7 @@ def test_an_invalid_value_of_a_known_parameter_is_a_problem_and_a_secret_is_neve
     assert {p["name"] for p in layered["problems"]} == {"currency", "payment_api_token"}
     secret = next(p for p in layered["problems"] if p["name"] == "payment_api_token")
     assert "12345" not in str(secret) and secret["layer"] == "terminal"
-    assert layered["values"] == {}
+    assert layered["registry_values"] == {}
 
 
 def test_effective_parameters_fill_defaults_and_keep_terminal_values():
@@ -66,5 +68,5 @@ def test_effective_parameters_fill_defaults_and_keep_terminal_values():
 
 
 def test_bad_shapes_do_not_raise():
-    assert layer_parameters(None, "x", ["y"], 3)["values"] == {}
+    assert layer_parameters(None, "x", ["y"], 3)["registry_values"] == {}
     assert effective_parameters({"version": "1.0.0", "parameters": "oops"}, {}) == {}
