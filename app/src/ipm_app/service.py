@@ -7,12 +7,14 @@ Every path is a flag so tests run it unprivileged on 127.0.0.1 with a free port.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import logging.handlers
 import os
 import random
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -35,8 +37,6 @@ DEFAULT_HARDWARE_FILE = "/etc/ipm/hardware.yml"
 DEFAULT_PORT = 8080
 # sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus stops restarts on bad parameters.
 EXIT_CONFIG = 78
-# Seconds a release with the health-fails-after-start defect answers healthy before failing.
-DEFECT_HEALTHY_FOR_S = 5.0
 PAYMENT_METHODS = ("card", "contactless", "cash")
 
 log = logging.getLogger("ipm-app")
@@ -169,7 +169,8 @@ class App:
         self.digest = rm.parameters_digest(parameters)
         self.store = store
         self.started = time.monotonic()
-        self.defect = release.get("defect")
+        # The release's deliberate defect, {"kind", "healthy_for_s"} (see docs/application.md), or None.
+        self.defect = rm.defect_of(release)
         self._defect_logged = False
         self.stopping = threading.Event()
 
@@ -179,7 +180,8 @@ class App:
     def health(self) -> tuple[int, dict]:
         uptime = self.uptime()
         status = "ok"
-        if self.defect == "health-fails-after-start" and uptime > DEFECT_HEALTHY_FOR_S:
+        defect = self.defect
+        if defect and defect["kind"] == "health-fails-after-start" and uptime > defect["healthy_for_s"]:
             status = "failing"
             if not self._defect_logged:
                 self._defect_logged = True
@@ -228,6 +230,38 @@ class App:
                 self.record({"amount": amount, "method": method}, "simulated")
             except sqlite3.Error as exc:
                 log.error("simulated transaction not written: %s", exc)
+
+
+class IPv6HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer is AF_INET only: this one binds IPv6 addresses ("::" takes IPv4 too)."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        # A wildcard is a wildcard whatever net.ipv6.bindv6only says: "::" also answers on 127.0.0.1.
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def bind_address(address: str) -> tuple[str, type]:
+    """(host to bind, server class) for a listen_address: IPv6 when it has a ':' (brackets allowed)."""
+    address = address.strip()
+    if ":" in address:
+        return address.strip("[]"), IPv6HTTPServer
+    return address, ThreadingHTTPServer
+
+
+def shown_address(address: str, port: int) -> str:
+    """ADDRESS:PORT as in a URL: ``[::1]:8080`` for IPv6."""
+    host = bind_address(address)[0]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def make_server(address: str, port: int, handler: type) -> ThreadingHTTPServer:
+    """A threading HTTP server bound to ADDRESS (IPv4 or IPv6) and PORT."""
+    host, server_class = bind_address(address)
+    return server_class((host, port), handler)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -345,11 +379,11 @@ def serve(args: argparse.Namespace, release: dict) -> int:
     app = App(release, parameters, store)
     handler = type("BoundHandler", (Handler,), {"app": app})
     try:
-        server = ThreadingHTTPServer((address, args.port), handler)
+        server = make_server(address, args.port, handler)
     except (OSError, OverflowError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ListenError(
-            f"cannot listen on {address}:{args.port}: {reason}: check listen_address and --port"
+            f"cannot listen on {shown_address(address, args.port)}: {reason}: check listen_address and --port"
         ) from None
     server.daemon_threads = True
 
@@ -363,8 +397,8 @@ def serve(args: argparse.Namespace, release: dict) -> int:
     writer = threading.Thread(target=app.simulate, name="simulated-transactions", daemon=True)
     writer.start()
     log.info(
-        "ipm-app %s started on %s:%s (model %s, parameters_sha256 %s, data %s)",
-        app.version, address, args.port, model or "unknown", app.digest, store.path,
+        "ipm-app %s started on %s (model %s, parameters_sha256 %s, data %s)",
+        app.version, shown_address(address, args.port), model or "unknown", app.digest, store.path,
     )  # fmt: skip
     try:
         server.serve_forever(poll_interval=0.2)

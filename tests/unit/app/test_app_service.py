@@ -16,16 +16,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.ipm.fleet.plugins.module_utils import app_health
+from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest as rm
 from ipm_tools import release
+
+# A test release whose definition sets the defect's time: 2.4.1 (healthy for the default 5 s) with
+# healthy_for_s: 2, defined in a releases directory of the test's own.
+QUICK_DEFECT = "2.4.9"
+QUICK_DEFECT_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, Path]:
     """Each release built and unpacked as on a terminal: version -> release directory."""
     out = tmp_path_factory.mktemp("releases")
+    definitions = tmp_path_factory.mktemp("definitions")
+    quick = yaml.safe_load((release.RELEASES_DIR / "2.4.1.yml").read_text())
+    quick.update(version=QUICK_DEFECT, defect={"kind": "health-fails-after-start", "healthy_for_s": QUICK_DEFECT_S})
+    (definitions / f"{QUICK_DEFECT}.yml").write_text(yaml.safe_dump(quick, sort_keys=False))
     directories = {}
-    for version in ("2.3.1", "2.4.0", "2.4.1", "3.0.0"):
-        built = release.build_release(version, out)
+    for version, releases_dir in [(v, release.RELEASES_DIR) for v in ("2.3.1", "2.4.0", "2.4.1", "3.0.0")] + [
+        (QUICK_DEFECT, definitions)
+    ]:
+        built = release.build_release(version, out, releases_dir)
         target = out / version
         with tarfile.open(built.artifact) as tar:
             tar.extractall(target, filter="data")
@@ -33,29 +46,45 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     return directories
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
+def has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 class RunningApp:
-    def __init__(self, process: subprocess.Popen, port: int, data_dir: Path, log_file: Path):
+    def __init__(self, process: subprocess.Popen, port: int, data_dir: Path, log_file: Path, host: str = "127.0.0.1"):
         self.process = process
         self.port = port
         self.data_dir = data_dir
         self.log_file = log_file
+        self.host = host  # where to ask it (app_health's rule for its listen address)
 
-    def get(self, path: str) -> tuple[int, dict]:
+    def url(self, path: str, host: str | None = None) -> str:
+        host = host or self.host
+        return f"http://{'[%s]' % host if ':' in host else host}:{self.port}{path}"
+
+    def get(self, path: str, host: str | None = None) -> tuple[int, dict]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as response:
+            with urllib.request.urlopen(self.url(path, host), timeout=30) as response:
                 return response.status, json.load(response)
         except urllib.error.HTTPError as error:
             return error.code, json.load(error)
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
+            self.url(path),
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -71,7 +100,7 @@ class RunningApp:
             if self.process.poll() is not None:
                 raise AssertionError(f"ipm-app exited {self.process.returncode}: {self.process.stderr.read()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -83,23 +112,30 @@ def start_app(installed, tmp_path):
     """start_app(version, parameters) -> RunningApp; every process is stopped at teardown."""
     processes = []
 
-    def start(version: str, parameters: dict, hardware: dict | None = None) -> RunningApp:
+    def start(
+        version: str, parameters: dict, hardware: dict | None = None, listen_address: str | None = "127.0.0.1"
+    ) -> RunningApp:
+        """LISTEN_ADDRESS: --listen-address; None binds the listen_address parameter, as on a terminal."""
         config = tmp_path / f"app-{len(processes)}.yml"
         config.write_text(yaml.safe_dump(parameters))
         hardware_file = tmp_path / "hardware.yml"
         if hardware is not None:
             hardware_file.write_text(yaml.safe_dump(hardware))
-        port = free_port()
+        bound = listen_address if listen_address is not None else parameters.get("listen_address", "0.0.0.0")
+        host = app_health.health_host(bound)
+        port = free_port(host)
         data_dir = tmp_path / "data"
         log_file = tmp_path / "log" / "app.log"
         command = [
             sys.executable, str(installed[version] / "bin" / "ipm-app"),
-            "--config", str(config), "--listen-address", "127.0.0.1", "--port", str(port),
+            "--config", str(config), "--port", str(port),
             "--data-dir", str(data_dir), "--log-file", str(log_file), "--hardware-file", str(hardware_file),
         ]  # fmt: skip
+        if listen_address is not None:
+            command += ["--listen-address", listen_address]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         processes.append(process)
-        return RunningApp(process, port, data_dir, log_file)
+        return RunningApp(process, port, data_dir, log_file, host)
 
     yield start
     for process in processes:
@@ -196,20 +232,62 @@ def test_check_config_validates_a_file(installed, tmp_path):
     assert "idle_timeout_s: expected a parameter of release 2.3.1, found unknown key" in older.stderr
 
 
-def test_release_2_4_1_turns_unhealthy_after_start(start_app):
-    app = start_app("2.4.1", {"transaction_interval_s": 0})
+def watch_health(app: RunningApp, until_s: float) -> list[tuple[float, int, dict]]:
+    """(monotonic time, status, body) of /health asked every 0.1 s, up to the first 503 or UNTIL_S seconds."""
+    answers = []
+    deadline = time.monotonic() + until_s
+    while time.monotonic() < deadline:
+        status, body = app.get("/health")
+        answers.append((time.monotonic(), status, body))
+        if status != 200:
+            break
+        time.sleep(0.1)
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("version", "healthy_for_s"),
+    [("2.4.1", rm.DEFAULT_DEFECT_HEALTHY_FOR_S), (QUICK_DEFECT, QUICK_DEFECT_S)],
+    ids=["plain-defect-5s", "healthy_for_s-2"],
+)
+def test_a_defective_release_answers_healthy_for_its_time_then_fails(start_app, version, healthy_for_s):
+    app = start_app(version, {"transaction_interval_s": 0})
     app.wait_until_serving()
-    status, health = app.get("/health")
-    # Healthy during its first seconds (this machine may be slow to ask: then uptime tells).
-    assert health["version"] == "2.4.1"
-    assert health["uptime_s"] > 5 or (status, health["status"]) == (200, "ok")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and status == 200:
-        time.sleep(0.5)
-        status, health = app.get("/health")
-    assert (status, health["status"]) == (503, "failing")
+    answers = watch_health(app, healthy_for_s + 30)
+    oks = [(when, body) for when, status, body in answers if status == 200]
+    when_failed, status, failing = answers[-1]
+    assert (status, failing["status"], failing["version"]) == (503, "failing", version), answers[-1]
+    assert oks, "no healthy answer before the failure: the machine was too slow to ask in time"
+    assert all(body["status"] == "ok" and body["uptime_s"] <= healthy_for_s for _, body in oks)
+    # It fails once its time is up, not much later: by its own clock and by ours.
+    assert healthy_for_s <= failing["uptime_s"] < healthy_for_s + 1.5, failing
+    first_ok_at, first_ok = oks[0]
+    assert abs((when_failed - first_ok_at) - (failing["uptime_s"] - first_ok["uptime_s"])) < 0.5
     assert app.process.poll() is None  # still running: only the health check tells
     assert "health check failing" in app.log_file.read_text()
+
+
+def test_the_defect_of_the_definition_is_in_the_built_manifest(installed):
+    quick = {"kind": "health-fails-after-start", "healthy_for_s": QUICK_DEFECT_S}
+    inside = rm.load_definition(str(installed[QUICK_DEFECT] / "manifest.yml"))  # what ipm-app reads
+    beside = rm.load_definition(str(installed[QUICK_DEFECT].parent / f"ipm-app-{QUICK_DEFECT}.manifest.yml"))
+    assert rm.defect_of(inside) == rm.defect_of(beside) == quick
+    assert rm.load_definition(str(installed["2.4.1"] / "manifest.yml"))["defect"] == "health-fails-after-start"
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to bind")
+@pytest.mark.parametrize("listen_address", ["::1", "[::1]", "::"])
+def test_an_ipv6_listen_address_is_bound(start_app, listen_address):
+    # The parameter, as on a terminal (no --listen-address); asked where app_health says it answers.
+    app = start_app("2.4.0", {"transaction_interval_s": 0, "listen_address": listen_address}, listen_address=None)
+    assert app.host == "::1"
+    app.wait_until_serving()
+    status, health = app.get("/health")
+    assert (status, health["status"]) == (200, "ok")
+    if listen_address == "::":  # a wildcard: IPv4 clients too
+        assert app.get("/health", host="127.0.0.1")[0] == 200
+    shown = "[::]" if listen_address == "::" else "[::1]"
+    assert f"started on {shown}:{app.port}" in app.log_file.read_text()
 
 
 @pytest.mark.parametrize(
