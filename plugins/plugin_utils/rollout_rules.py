@@ -87,14 +87,15 @@ def ring_policy(ring, settings=None):
     general = None if ring == "canary" else "rollout_max_fail_percentage"
     name, value = pick("rollout_max_fail_percentage_" + ring, general)
     threshold = _number(value, name, high=100.0) if name else DEFAULT_MAX_FAIL_PERCENTAGE[ring]
-    async_s = int(bake_s + BAKE_MARGIN_S)
+    # A bake of 0 s is a single probe: run it in the task itself, no background job to poll.
+    async_s = int(bake_s + BAKE_MARGIN_S) if bake_s > 0 else 0
     delay_s = int(min(10.0, max(1.0, interval)))
     return {
         "ring": ring,
         "bake_s": bake_s,
         "bake_interval_s": interval,
         "max_fail_percentage": threshold,
-        "bake_wait": {"async_s": async_s, "delay_s": delay_s, "retries": async_s // delay_s + 1},
+        "bake_wait": {"async_s": async_s, "delay_s": delay_s, "retries": max(1, async_s // delay_s + 1)},
     }
 
 
