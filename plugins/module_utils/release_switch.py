@@ -66,6 +66,10 @@ def _releases_dir(root):
     return os.path.join(root, APP_ROOT.lstrip("/"), "releases")
 
 
+def release_dir(version, root="/"):
+    return os.path.join(_releases_dir(root), version)
+
+
 def _current_link(root):
     return os.path.join(root, APP_ROOT.lstrip("/"), "current")
 
@@ -252,12 +256,12 @@ def wait_healthy(url, version, digest, start_timeout, settle, interval=0.5):
     return answer
 
 
-def _under(root, path):
+def under(root, path):
     """PATH (absolute, as on a terminal) inside the tree ROOT."""
     return os.path.join(root, path.lstrip("/"))
 
 
-def _read_bytes(path):
+def read_bytes(path):
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -309,11 +313,11 @@ def restart_deliberately(service):
 def install_unit(version, root="/"):
     """Install the release's unit file when it differs; returns the previous content (or None if unchanged)."""
     source = os.path.join(_releases_dir(root), version, "systemd", UNIT_NAME)
-    target = _under(root, UNIT_PATH)
-    wanted = _read_bytes(source)
+    target = under(root, UNIT_PATH)
+    wanted = read_bytes(source)
     if wanted is None:
         return None
-    previous = _read_bytes(target) or b""
+    previous = read_bytes(target) or b""
     if previous == wanted:
         return None
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -333,7 +337,7 @@ def prune(keep, protect, root="/"):
 
 
 def lock_path(root="/"):
-    return _under(root, LOCK_PATH)
+    return under(root, LOCK_PATH)
 
 
 class Lock:
@@ -374,7 +378,7 @@ def compatibility_facts(root="/"):
 
 
 def record_path(root="/"):
-    return _under(root, os.path.join(STATE_DIR, RECORD_NAME))
+    return under(root, os.path.join(STATE_DIR, RECORD_NAME))
 
 
 def write_record(root, version, previous_version, previous_parameters, previous_unit, newly_unpacked):
@@ -487,7 +491,7 @@ class _Delivery:
         self.root = options["root"]
         self.service = options["service"] or Systemctl()
         self.port = options["port"]
-        self.config = _under(self.root, CONFIG)
+        self.config = under(self.root, CONFIG)
         self.started = time.monotonic()
         self.previous = current_version(self.root)
         self.installed = {}
@@ -626,8 +630,8 @@ class _Delivery:
 
     def switch(self):
         """Switch: new parameters, the release's unit, ``current`` to the new release, restart."""
-        self.old_config = _read_bytes(self.config)
-        self.old_unit_file = _read_bytes(_under(self.root, UNIT_PATH))
+        self.old_config = read_bytes(self.config)
+        self.old_unit_file = read_bytes(under(self.root, UNIT_PATH))
         _write_atomically(self.config, render_parameters(self.parameters, self.version), 0o600)
         self.step("parameters migrated to %s (%d change(s))" % (self.version, len(self.result["notes"])))
         self.old_unit = install_unit(self.version, self.root)
@@ -691,8 +695,8 @@ def rollback(previous, old_config, old_unit, start_timeout, step, root="/", serv
     was not changed, b"" when there was no unit file, else its previous content.
     """
     service = service or Systemctl()
-    config = _under(root, CONFIG)
-    unit = _under(root, UNIT_PATH)
+    config = under(root, CONFIG)
+    unit = under(root, UNIT_PATH)
     outcome = {"to": previous, "healthy": False}
     try:
         if old_config is not None:
