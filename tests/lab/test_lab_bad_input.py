@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TERMINALS_DIR = Path("/var/lib/ipm-lab/terminals")
 
 
-def _ipm_lab(
-    *args: str, env: dict | None = None, user: str | None = None, prefix: list[str] | None = None
-) -> subprocess.CompletedProcess:
-    command = [*(prefix or []), sys.executable, "-m", "ipm_tools.lab", *args]
-    if user:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+def _ipm_lab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ipm_tools.lab", *args]
     base_env = dict(os.environ)
     base_env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "tools"), str(PROJECT_ROOT / "collections")])
     base_env.update(env or {})
@@ -69,19 +66,82 @@ def _one_line_error(result: subprocess.CompletedProcess, expected: str) -> str:
     return lines[0]
 
 
-def test_not_root():
-    probe = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "import yaml"],
+NOBODY = "65534"
+
+
+def _as_nobody(*command: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
         capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
         check=False,
+        cwd="/",
     )
-    if probe.returncode == 0:
-        result = _ipm_lab("up", "--count", "1", user="65534")
-    else:
-        # The interpreter lives where nobody cannot reach it (/root/...): a user namespace still makes
-        # the process non-root (euid 65534) while it keeps reading its files as their owner.
-        result = _ipm_lab("up", "--count", "1", prefix=["unshare", "--user"])
-    _one_line_error(result, "must run as root")
+
+
+def _python_for_nobody() -> str:
+    """A Python 3.11 that user nobody can start: the project's own if it can, else the system's.
+
+    The project's interpreter may live where nobody cannot enter (a clone under /root or under a
+    `mktemp -d` folder, a pyenv under /root): then the system's Python 3.11 (Debian bookworm's) runs
+    the same copied code.
+    """
+    probe = "import encodings, json, sys; sys.exit(sys.version_info[:2] != (3, 11))"
+    candidates = [sys.executable, os.path.realpath(sys.executable), shutil.which("python3.11"), "/usr/bin/python3.11"]
+    tried = []
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        result = _as_nobody(candidate, "-S", "-c", probe)
+        if result.returncode == 0:
+            return candidate
+        tried.append(f"{candidate}: exit {result.returncode} {result.stderr.strip()[-200:]}")
+    pytest.fail(f"no Python 3.11 that user nobody ({NOBODY}) can start: {'; '.join(tried)}")
+
+
+@pytest.fixture
+def readable_copy():
+    """This checkout's ipm-lab code copied where any user can read it: ``(directory, PYTHONPATH)``.
+
+    The clone itself may be unreadable to others (under /root, under a `mktemp -d` folder, or a
+    umask of 077), so the code nobody runs is a world-readable copy of exactly these files: the
+    ``ipm_tools`` package, the collection's plugins (its domain logic, under
+    ``collections/ansible_collections/ipm/fleet``, where ``ipm_tools`` looks for them) and PyYAML,
+    the one package it imports that is not in the standard library.
+    """
+    import yaml
+
+    directory = Path(tempfile.mkdtemp(prefix="ipm-lab-nobody-"))
+    try:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(PROJECT_ROOT / "tools" / "ipm_tools", directory / "tools" / "ipm_tools", ignore=ignore)
+        fleet = directory / "collections" / "ansible_collections" / "ipm" / "fleet"
+        shutil.copytree(PROJECT_ROOT / "plugins", fleet / "plugins", ignore=ignore)
+        site = Path(yaml.__file__).resolve().parents[1]
+        for package in ("yaml", "_yaml"):
+            if (site / package).is_dir():
+                shutil.copytree(site / package, directory / "site" / package, ignore=ignore)
+        for path in [directory, *directory.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield directory, os.pathsep.join([str(directory / "tools"), str(directory / "site")])
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_not_root(readable_copy):
+    # A real other user (nobody, no groups) runs this checkout's ipm-lab: it must refuse in one line.
+    directory, pythonpath = readable_copy
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
+    python = _python_for_nobody()
+    # -S: no site-packages, so nothing but the copy (and the standard library) can answer an import.
+    where = _as_nobody(
+        python, "-S", "-c", "import ipm_tools.lab as lab, os; print(lab.__file__, os.geteuid())", env=env
+    )
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.split() == [str(directory / "tools" / "ipm_tools" / "lab.py"), NOBODY]
+    result = _as_nobody(python, "-S", "-m", "ipm_tools.lab", "up", "--count", "1", env=env)
+    line = _one_line_error(result, "must run as root")
+    assert "sudo ipm-lab up" in line
 
 
 def test_missing_debootstrap_and_nspawn(tmp_path):
