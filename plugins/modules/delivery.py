@@ -34,16 +34,20 @@ options:
   details:
     description: Anything else worth keeping with the entry.
     type: dict
+extends_documentation_fragment:
+  - ipm.fleet.attributes
+  - ipm.fleet.attributes.action
+  - ipm.fleet.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller only; it never connects to the terminal.
 seealso:
   - module: ipm.fleet.release
 author:

@@ -25,6 +25,9 @@ description:
   - Idempotent - a release that is already current, healthy and configured as desired is left
     alone (C(changed=false)).
   - Old releases are pruned, keeping O(keep) of them (never the current or the previous one).
+  - A successful delivery keeps what it replaced - the previous release's version, its parameters
+    file and its unit - in C(/var/lib/ipm/delivery/previous.json) (mode 0600, the parameters may
+    hold secrets), so that M(ipm.fleet.bake) can roll it back later.
 options:
   version:
     description: The release to make current, for example V(2.4.0).
@@ -74,18 +77,24 @@ options:
     description: Seconds the new release must then stay healthy before the delivery counts as done.
     type: float
     default: 10
+extends_documentation_fragment:
+  - ipm.fleet.attributes
+  - ipm.fleet.attributes.action
+  - ipm.fleet.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verifies the artifact and reports what would change; changes nothing on the terminal.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
     details: An action plugin copies O(src) from the controller in the same task.
+  platform:
+    platforms: debian
+    details: Runs on the terminal (Debian with systemd, ipm-app installed), as root.
+seealso:
+  - module: ipm.fleet.bake
 author:
   - ipm.fleet maintainers (@ipm-fleet)
 """

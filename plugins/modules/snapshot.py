@@ -31,17 +31,21 @@ options:
   context:
     description: Extra keys stored beside the facts.
     type: dict
+extends_documentation_fragment:
+  - ipm.fleet.attributes
+  - ipm.fleet.attributes.action
+  - ipm.fleet.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports what would be stored, writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
+  platform:
+    platforms: posix
+    details: Runs on the controller only (an action plugin); it never connects to the terminal.
 seealso:
   - module: ipm.fleet.terminal_facts
 author:

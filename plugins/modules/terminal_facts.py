@@ -33,16 +33,20 @@ options:
     description: Seconds to wait for the application's C(/health) answer.
     type: float
     default: 2.0
+extends_documentation_fragment:
+  - ipm.fleet.attributes
+  - ipm.fleet.attributes.facts
+  - ipm.fleet.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
+  platform:
+    platforms: debian
+    details: Runs on the terminal; reads only.
 notes:
   - Parameter values the release marks secret, and values of keys that look like secrets, are
     returned as C(********); their sha256 digest is still the one the application reports.
