@@ -89,6 +89,7 @@ from ansible.parsing.vault import EncryptedString, VaultHelper  # noqa: E402
 from ansible.plugins.callback import CallbackBase  # noqa: E402
 from ansible.utils.display import Display  # noqa: E402
 
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import MASK  # noqa: E402
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import (  # noqa: E402
     controller_host,
     git_commit,
@@ -103,7 +104,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (  # no
     generate_key,
     load_key,
 )
-from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import MASK, NO_LOG_MARKER, Redactor  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import NO_LOG_MARKER, Redactor  # noqa: E402
 
 display = Display()
 

@@ -21,12 +21,11 @@ import os
 import re
 import subprocess
 
-from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest
+from ansible_collections.ipm.fleet.plugins.module_utils import app_health, release_manifest, secret_values
 
 SECTIONS = ("hardware", "os", "application", "parameters", "interfaces")
 RELEASES_DIR = "opt/ipm/app/releases"
 CURRENT_LINK = "opt/ipm/app/current"
-SECRET_KEY = re.compile(r"(password|passwd|secret|token|private_key|api_key|credential)", re.I)
 
 
 def _path(root, relative):
@@ -351,15 +350,15 @@ def _service_state(unit):
 
 
 def _health(address, port, timeout):
+    """ipm-app's answer on /health, asked where app_health says an application bound to ADDRESS answers."""
     # http.client rather than urllib or Ansible's open_url: one plain request to the terminal itself,
     # without loading the TLS, proxy and cookie machinery on every facts run.
     import http.client
 
-    host = "127.0.0.1" if address in (None, "", "0.0.0.0") else address
-    url = "http://%s:%d/health" % ("[%s]" % host if ":" in host else host, port)
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    url = app_health.health_url(address, port)
+    connection = http.client.HTTPConnection(app_health.health_host(address), port, timeout=timeout)
     try:
-        connection.request("GET", "/health")
+        connection.request("GET", app_health.HEALTH_PATH)
         response = connection.getresponse()
         body = response.read()
         try:
@@ -392,7 +391,7 @@ def collect_application(root, health_timeout=2.0, query_service=True):
         address = None
         with contextlib.suppress(ValueError):
             address = _load_mapping(root, "etc/ipm/app.yml").get("listen_address")
-        facts["health"] = _health(address, 8080, health_timeout)
+        facts["health"] = _health(address, app_health.HEALTH_PORT, health_timeout)
     return facts
 
 
@@ -407,12 +406,8 @@ def _current_definition(root):
 
 
 def redact_parameters(values, definition):
-    schema = (definition or {}).get("parameters") or {}
-    redacted = {}
-    for key, value in values.items():
-        secret = schema.get(key, {}).get("secret") if isinstance(schema.get(key), dict) else False
-        redacted[key] = "********" if value not in (None, "") and (secret or SECRET_KEY.search(str(key))) else value
-    return redacted
+    """VALUES with every secret masked: by the release DEFINITION's schema, or by name when there is none."""
+    return secret_values.mask_parameters(values, (definition or {}).get("parameters"))
 
 
 def collect_parameters(root):

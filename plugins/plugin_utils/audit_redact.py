@@ -5,7 +5,7 @@
 Rules (applied recursively to arguments, results, diffs and messages):
 
 * a value under a key that looks like a secret (password, passwd, secret, token, private_key, api_key,
-  credential, ...) becomes ``********``;
+  credential, ...: the rule of ``module_utils/secret_values.py``) becomes ``********``;
 * a value the caller marks as vault-encrypted (``is_vaulted``) becomes ``********``;
 * any occurrence of a known secret value (the plaintext of vault-encrypted variables and of variables with
   secret-looking names, collected by the callback) inside any string becomes ``********``;
@@ -22,16 +22,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-MASK = "********"
+# Which names are secrets, and the mask: one rule for the audit log, the terminal facts and drift.
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import MASK, is_secret_name
+
 NO_LOG_MARKER = "hidden: no_log was set for this result"
 
-SECRET_KEY = re.compile(
-    r"password|passwd|passphrase|(^|_)pass($|_)|(^|_)pwd($|_)|secret|token|private_?key|api_?key|credential|auth_?key|"
-    r"access_?key|session_?key|signing_?key|encryption_?key|(^|_)pin($|_)|(^|_)otp($|_)|cookie|bearer|"
-    r"authorization|client_?secret|(^|_)psk($|_)|preshared",
-    re.IGNORECASE,
-)
 # key=value or key: value inside text, the key looking like a secret (the value is replaced).
+# Not secret_values.SECRET_NAME, on purpose: SECRET_NAME judges a whole key name and anchors its
+# short names (pass, pwd, pin, otp, psk) at the start, the end or an underscore of that name. Free
+# text has no such boundaries: the key is any word around the name, so the short names would match
+# inside ordinary words ("bypass=1", "spin: 3", "hotplug=on") and mask what an auditor needs to
+# read. This pattern keeps the long, unambiguous names only; mapping keys always use SECRET_NAME.
 # The look-behind anchors the key at the start of its word: without it a long run of word characters
 # is rescanned from every position (quadratic: 41 s for one 16 KB word followed by ':').
 _SECRET_IN_TEXT = re.compile(
@@ -45,8 +46,8 @@ DEFAULT_MAX_STRING = 16384
 
 
 def is_secret_key(key: object) -> bool:
-    """True when a mapping key's name says its value is a secret."""
-    return isinstance(key, str) and SECRET_KEY.search(key) is not None
+    """True when a mapping key's name says its value is a secret (the rule of secret_values)."""
+    return is_secret_name(key)
 
 
 class Redactor:

@@ -20,6 +20,8 @@ import os
 import re
 import tempfile
 
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import MASK, is_secret_name, mask
+
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _FILE = re.compile(r"^(\d{8}T\d{12}Z)\.json$")
 _TERMINAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -214,11 +216,13 @@ def drift(desired, facts):
     values = (facts.get("parameters") or {}).get("values")
     for key, wanted in sorted((desired.get("parameters") or {}).items()):
         actual = values.get(key) if isinstance(values, dict) else None
-        if actual == "********":
+        if actual == MASK:
             continue  # a secret: its value is never read back, the release's digest covers it
         if actual != wanted:
+            # A secret set in the registry but empty (or unknown) on the terminal: say so, never show it.
+            shown = mask(wanted) if is_secret_name(key) else wanted
             differences.append(
-                {"aspect": "parameter", "path": "parameters.values.%s" % key, "desired": wanted, "actual": actual}
+                {"aspect": "parameter", "path": "parameters.values.%s" % key, "desired": shown, "actual": actual}
             )
     os_facts = facts.get("os") or {}
     if desired.get("os") and os_facts.get("id") != desired["os"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.ipm.fleet.plugins.module_utils import secret_values
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import MASK, Redactor, is_secret_key
 
 CANARY = "canary-7f3a9e"
@@ -101,3 +102,20 @@ def test_free_text_keys_start_at_a_word_boundary():
     word = "certificate-authority-data: " + "QUJD" * 50
     assert redactor.text(word) == word  # not a secret-looking key: left as it is
     assert redactor.text("x_token=abc12345") == f"x_token={MASK}"
+
+
+def test_the_audit_log_uses_the_one_secret_rule():
+    """Keys and the mask come from module_utils/secret_values.py, shared with terminal facts and drift."""
+    assert MASK == secret_values.MASK
+    names = ("payment_api_token", "wifi_psk", "card_pin", "otp", "session_key", "bypass", "compass", "currency")
+    assert [is_secret_key(name) for name in names] == [secret_values.is_secret_name(name) for name in names]
+    clean = Redactor().value({"payment_api_token": CANARY, "card_pin": "4711", "currency": "EUR"})
+    assert clean == {"payment_api_token": MASK, "card_pin": MASK, "currency": "EUR"}
+
+
+def test_free_text_masks_long_secret_names_only():
+    """The free-text pattern keeps the long names: the short ones would match inside ordinary words."""
+    redactor = Redactor()
+    for text in ("bypass=1", "spin: 3", "hotplug=on", "compass: north"):
+        assert redactor.text(text) == text
+    assert redactor.text("client_secret=abc12345 passphrase: xyz98765") == f"client_secret={MASK} passphrase: {MASK}"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -160,3 +164,88 @@ def test_pending_updates_are_cached_until_a_list_changes(tmp_path, monkeypatch):
     # apt-get update brings a newer openssl: the cache no longer matches and the lists are read again.
     (root / index).write_text(INDEX.replace("3.0.14-1~deb12u1", "3.0.15-1~deb12u1"))
     assert tf.collect_os(str(root))["pending_updates"]["openssl"]["candidate"] == "3.0.15-1~deb12u1"
+
+
+def test_parameters_are_redacted_by_the_release_schema_and_by_name(tmp_path):
+    manifest = (Path(__file__).resolve().parents[4] / "app" / "releases" / "2.4.0.yml").read_text()
+    # The installed release marks terminal_label secret here: the schema decides, whatever the name.
+    manifest = manifest.replace(
+        'terminal_label: {type: str, default: ""', 'terminal_label: {type: str, default: "", secret: true'
+    )
+    root = lay_out(
+        tmp_path,
+        {
+            "etc/ipm/app.yml": "terminal_label: Gate 3\npayment_api_token: ''\ncurrency: CHF\n",
+            "opt/ipm/app/releases/2.4.0/manifest.yml": manifest,
+        },
+    )
+    (root / "opt/ipm/app/current").symlink_to("releases/2.4.0")
+    values = tf.collect_parameters(str(root))["values"]
+    assert values["terminal_label"] == "********"
+    assert values["payment_api_token"] == ""  # an empty secret is shown empty: "not set" is worth seeing
+    assert values["currency"] == "CHF"
+    assert "Gate 3" not in repr(values)
+    # Without a readable schema, names decide, with the same rule as the audit log (psk, pin, ...).
+    assert tf.redact_parameters({"wifi_psk": "hunter22", "card_pin": "1234", "currency": "EUR"}, None) == {
+        "wifi_psk": "********",
+        "card_pin": "********",
+        "currency": "EUR",
+    }
+
+
+def _serve_health(host):
+    """A stand-in for ipm-app answering /health on HOST and a free port: (server, port)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "ok", "path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = type("Server", (ThreadingHTTPServer,), {"address_family": family})((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("listen_address", "serve_on", "url_host"),
+    [
+        (None, "127.0.0.1", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
+        pytest.param("::", "::1", "[::1]", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 ::1")),
+        pytest.param("[::1]", "::1", "[::1]", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 ::1")),
+    ],
+)
+def test_health_is_asked_where_app_health_says(listen_address, serve_on, url_host):
+    server, port = _serve_health(serve_on)
+    try:
+        answer = tf._health(listen_address, port, 2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer == {"status": "ok", "path": "/health", "http_status": 200, "url": f"http://{url_host}:{port}/health"}
+
+
+def test_no_health_answer_is_unknown_with_the_url(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on (bound, never listening)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        answer = tf._health("", port, 1.0)
+    assert answer["url"] == f"http://127.0.0.1:{port}/health"
+    assert answer["unknown"].startswith(f"no health answer from http://127.0.0.1:{port}/health: ")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import MASK
 from ansible_collections.ipm.fleet.plugins.plugin_utils import config_history as ch
 
 FACTS_231 = {
@@ -77,6 +78,21 @@ def test_drift_against_the_registry():
         ("patches", "os.pending_security_updates"),
     ]
     assert ch.drift({"release": "2.3.1", "parameters": {"currency": "EUR"}}, FACTS_231) == []
+
+
+def test_drift_never_shows_a_secret():
+    # Masked on the terminal (set there): its value is never read back, so it is not a difference.
+    assert ch.drift({"parameters": {"payment_api_token": "s3cr3t-canary"}}, FACTS_231) == []
+    assert FACTS_231["parameters"]["values"]["payment_api_token"] == MASK
+    # Empty on the terminal but set in the registry: a difference, and the registry's value stays hidden.
+    empty = facts(parameters__values={"payment_api_token": "", "currency": "EUR"})
+    differences = ch.drift({"parameters": {"payment_api_token": "s3cr3t-canary", "currency": "EUR"}}, empty)
+    assert differences == [
+        {"aspect": "parameter", "path": "parameters.values.payment_api_token", "desired": MASK, "actual": ""}
+    ]
+    assert "s3cr3t-canary" not in json.dumps(differences)
+    # A plain parameter's values are shown as they are.
+    assert ch.drift({"parameters": {"currency": "CHF"}}, empty)[0]["desired"] == "CHF"
 
 
 @pytest.mark.parametrize(("terminal", "date"), [("../etc", "2026-11-01"), ("t1", "last tuesday")])
