@@ -104,12 +104,10 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible.template import trust_as_template  # noqa: E402
 from ansible.utils.path import basedir  # noqa: E402
 
-from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import (  # noqa: E402
-    fingerprint,
-    format_report,
-    inventory_plan,
-    load_fleet,
-)
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import format_report  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import fingerprint  # noqa: E402
 
 CONFIG_SUFFIXES = (".ipm_registry.yml", ".ipm_registry.yaml")
 FREEZE_MIN_HOSTS = 10000

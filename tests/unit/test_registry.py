@@ -12,6 +12,12 @@ import pytest
 import yaml
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+from ansible_collections.ipm.fleet.plugins.plugin_utils import (
+    registry_check,
+    registry_inventory,
+    registry_paths,
+    registry_workers,
+)
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import json_schema
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: helpers beside the tests
@@ -292,7 +298,7 @@ def test_one_pass_reports_every_problem(tmp_path):
     customers["bravo.yml"]["sites"][0]["terminals"][0]["colour"] = "blue"
     _, problems = problems_of(tmp_path, catalog, customers)
     assert len(problems) == 4, [str(p) for p in problems]
-    report = reg.format_report(problems)
+    report = registry_check.format_report(problems)
     assert report.splitlines()[0] == "4 problem(s) in the fleet registry:"
 
 
@@ -366,7 +372,7 @@ def test_customer_parameter_for_another_release_is_accepted(tmp_path):
 
 def test_inventory_plan_groups_and_vars(tmp_path):
     fleet, _ = problems_of(tmp_path)
-    plan = reg.inventory_plan(fleet)
+    plan = registry_inventory.inventory_plan(fleet)
     hosts = {name: (variables, groups) for name, variables, groups in plan["hosts"]}
     assert sorted(hosts) == ["a-001", "b-001", "b-002"]  # a-002 is retired
     variables, groups = hosts["a-001"]
@@ -381,7 +387,7 @@ def test_inventory_plan_groups_and_vars(tmp_path):
     assert ["sla_gold", "customer_alpha"] in plan["children"]
     assert plan["groups"]["site_alpha_paris"]["ipm_site_language"] == "fr"  # the customer's first language
     assert plan["groups"]["customer_bravo"]["ipm_contract"]["sla_tier"] == "silver"
-    assert "a-002" in {name for name, *_ in reg.inventory_plan(fleet, include_retired=True)["hosts"]}
+    assert "a-002" in {name for name, *_ in registry_inventory.inventory_plan(fleet, include_retired=True)["hosts"]}
     json.dumps(plan)  # cacheable as JSON
 
 
@@ -452,13 +458,17 @@ def test_several_processes_find_the_same_fleet_and_problems(tmp_path, monkeypatc
 
 def test_processes_only_for_large_registries(tmp_path, monkeypatch):
     config = rb.write(tmp_path, *_many_files_with_faults())
-    paths = reg.registry_files(str(tmp_path / "registry"), [str(tmp_path / "registry" / "releases")])
+    paths = registry_paths.registry_files(str(tmp_path / "registry"), [str(tmp_path / "registry" / "releases")])
     assert len(paths) == 6
-    assert reg.worker_count(paths) == 1  # a few KiB: read in this process
-    assert reg.worker_count(paths, 4) == 4 and reg.worker_count(paths, 1) == 1 and reg.worker_count(paths[:1], 4) == 1
-    monkeypatch.setattr(reg, "PARALLEL_MIN_BYTES", 1)
+    assert registry_workers.worker_count(paths) == 1  # a few KiB: read in this process
+    assert (
+        registry_workers.worker_count(paths, 4) == 4
+        and registry_workers.worker_count(paths, 1) == 1
+        and registry_workers.worker_count(paths[:1], 4) == 1
+    )
+    monkeypatch.setattr(registry_workers, "PARALLEL_MIN_BYTES", 1)
     cpus = len(os.sched_getaffinity(0))
-    assert reg.worker_count(paths) == min(cpus, reg.MAX_WORKERS, 6)
+    assert registry_workers.worker_count(paths) == min(cpus, registry_workers.MAX_WORKERS, 6)
     assert _outcome(*reg.load_fleet(str(config))) == _outcome(*reg.load_fleet(str(config), workers=1))
 
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_inventory, registry_yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: helpers beside the tests
 import registry_builder as rb
@@ -95,7 +96,7 @@ def _check(fleet, problems):
         assert problem.file and problem.message and "\n" not in text
         json.dumps(problem.as_dict())
     if not problems:
-        json.dumps(reg.inventory_plan(fleet, include_retired=True))
+        json.dumps(registry_inventory.inventory_plan(fleet, include_retired=True))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -206,4 +207,4 @@ def test_fast_yaml_loader_reads_what_pyyaml_reads(document, style):
                 expected = yaml.safe_load(content)
             except yaml.YAMLError:
                 continue
-            assert reg.load_yaml(str(path)) == expected
+            assert registry_yaml.load_yaml(str(path)) == expected

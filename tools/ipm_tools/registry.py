@@ -18,6 +18,9 @@ import os
 import sys
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, format_report, suggest
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan_for
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import DEFAULTS
 
 DEFAULT_PATH = "inventories/demo"
 
@@ -32,10 +35,10 @@ def _summary(fleet):
     sites = sum(len(document["sites"]) for document in fleet.customers)
     statuses: dict[str, int] = {}
     for _, _, terminal in fleet.terminals():
-        status = terminal.get("status") or reg.DEFAULTS["status"]
+        status = terminal.get("status") or DEFAULTS["status"]
         statuses[status] = statuses.get(status, 0) + 1
     return {
-        "registry": reg.display_path(fleet.registry_dir),
+        "registry": display_path(fleet.registry_dir),
         "customers": customers,
         "sites": sites,
         "terminals": sum(statuses.values()),
@@ -49,7 +52,7 @@ def _fail_invalid(problems, output_format):
     if output_format == "json":
         print(json.dumps({"valid": False, "problems": [p.as_dict() for p in problems]}, indent=2))
     else:
-        print(reg.format_report(problems), file=sys.stderr)
+        print(format_report(problems), file=sys.stderr)
     return 1
 
 
@@ -77,8 +80,8 @@ def _row(customer, site, terminal):
         "site": site["id"],
         "model": terminal["model"],
         "release": reg.desired_release(customer, site, terminal),
-        "ring": terminal.get("ring") or reg.DEFAULTS["ring"],
-        "status": terminal.get("status") or reg.DEFAULTS["status"],
+        "ring": terminal.get("ring") or DEFAULTS["ring"],
+        "status": terminal.get("status") or DEFAULTS["status"],
         "address": terminal["address"],
         "timezone": site["timezone"],
     }
@@ -124,14 +127,14 @@ def cmd_show(args):
     found = fleet.find_terminal(args.terminal)
     if found is None:
         known = [t["id"] for _, _, t in fleet.terminals()]
-        hint = reg.suggest(args.terminal, known)
+        hint = suggest(args.terminal, known)
         print(
-            f"ipm-registry: error: no terminal {args.terminal!r} in {reg.display_path(fleet.registry_dir)}{hint}; `ipm-registry list` shows them",
+            f"ipm-registry: error: no terminal {args.terminal!r} in {display_path(fleet.registry_dir)}{hint}; `ipm-registry list` shows them",
             file=sys.stderr,
         )
         return 2
     customer, site, terminal = found
-    plan = reg.inventory_plan_for(fleet, customer, site, terminal)
+    plan = inventory_plan_for(fleet, customer, site, terminal)
     release = fleet.releases.get(plan["host_vars"]["ipm_release"])
     parameters = _redacted(reg.layered_parameters(release, customer, site, terminal, with_sources=True), release)
     for values, key in (
