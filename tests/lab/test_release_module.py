@@ -172,3 +172,48 @@ def test_delivery_completes_when_the_ssh_session_drops(lab_terminals, built_rele
     assert result["msg"] == "delivered 2.4.0 (from 2.3.1)"
     final = state(lab_terminals, name)
     assert final["current"] == "releases/2.4.0" and final["health"]["status"] == "ok"
+
+
+def bake(terminals, name: str, tree: Path, **arguments) -> tuple[int, dict]:
+    """Run ipm.fleet.bake on terminal NAME (ad hoc, as root): the exit code of ``ansible`` and the module's result."""
+    result = terminals.ansible(name, "-m", "ipm.fleet.bake", "-a", json.dumps(arguments), "--tree", str(tree))
+    answer = tree / name
+    assert answer.exists(), result.stdout + result.stderr
+    return result.returncode, json.loads(answer.read_text())
+
+
+def test_bake_passes_a_healthy_release_and_rolls_back_one_that_turns_unhealthy(lab_terminals, built_releases, tmp_path):
+    name = lab_terminals.names[0]
+    done = deliver(lab_terminals, playbook(tmp_path, "2.4.0", built_releases["2.4.0"]["sha256"], settle=1), limit=name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    on_240 = state(lab_terminals, name)
+    assert on_240["current"] == "releases/2.4.0"
+
+    code, healthy = bake(lab_terminals, name, tmp_path / "bake-2.4.0", version="2.4.0", duration=4, interval=1)
+    assert code == 0 and healthy["healthy"] is True and healthy["changed"] is False, healthy
+    assert healthy["probes"] == 5 and healthy["rolled_back"] is False
+
+    # 2.4.1 answers healthy for 5 s after its start: a 1 s settle period lets the delivery pass, the bake catches it.
+    broken = deliver(
+        lab_terminals, playbook(tmp_path, "2.4.1", built_releases["2.4.1"]["sha256"], settle=1), limit=name
+    )
+    assert broken.returncode == 0, broken.stdout + broken.stderr
+    assert state(lab_terminals, name)["current"] == "releases/2.4.1"
+    record = json.loads(lab_terminals.ssh(name, "cat /var/lib/ipm/delivery/previous.json").stdout)
+    assert record["version"] == "2.4.1" and record["previous_version"] == "2.4.0"
+    mode = lab_terminals.ssh(name, "stat -c %a /var/lib/ipm/delivery/previous.json").stdout.strip()
+    assert mode == "600", "the previous parameters may hold secrets"
+
+    code, baked = bake(lab_terminals, name, tmp_path / "bake-2.4.1", version="2.4.1", duration=12, interval=1)
+    assert code == 2 and baked["healthy"] is False, "an unhealthy terminal fails the task: %s" % baked
+    assert baked["msg"].startswith("health answered 503 status failing after "), baked["msg"]
+    assert baked["msg"].startswith(baked["reason"]) and baked["healthy_for_s"] < 12
+    assert baked["changed"] is True and baked["rolled_back"] is True and baked["rolled_back_to"] == "2.4.0"
+    assert baked["rollback"] == {"to": "2.4.0", "healthy": True, "error": None}
+
+    restored = state(lab_terminals, name)
+    assert restored["current"] == "releases/2.4.0" and restored["health"]["version"] == "2.4.0"
+    assert restored["health"]["status"] == "ok" and restored["parameters"] == on_240["parameters"]
+    assert "2.4.1" not in restored["releases"]
+    left = lab_terminals.ssh(name, "cat /var/lib/ipm/delivery/previous.json", check=False)
+    assert left.returncode != 0 or json.loads(left.stdout)["version"] != "2.4.1", "no record claims 2.4.1 any more"
