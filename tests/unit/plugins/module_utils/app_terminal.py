@@ -39,10 +39,26 @@ def terminal(tmp_path: Path, version: str = "2.3.1", **parameters) -> Path:
     return root
 
 
-def built(version: str, out: Path) -> release.BuiltRelease:
-    """The artifact of VERSION and its sha256, as the controller copies it to a terminal."""
+def built(version: str, out: Path, healthy_for_s: float | None = None) -> release.BuiltRelease:
+    """The artifact of VERSION and its sha256, as the controller copies it to a terminal.
+
+    HEALTHY_FOR_S: the seconds a release built broken on purpose (2.4.1) answers healthy after its
+    start, instead of its definition's (shorter tests).
+    """
     out.mkdir(exist_ok=True)
-    return release.build_release(version, out)
+    releases_dir = release.RELEASES_DIR
+    if healthy_for_s is not None:
+        releases_dir = out / f"definitions-{version}"
+        releases_dir.mkdir(exist_ok=True)
+        definition = (release.RELEASES_DIR / f"{version}.yml").read_text()
+        assert "\ndefect: health-fails-after-start\n" in definition, f"{version} has no defect to shorten"
+        (releases_dir / f"{version}.yml").write_text(
+            definition.replace(
+                "\ndefect: health-fails-after-start\n",
+                "\ndefect: {kind: health-fails-after-start, healthy_for_s: %s}\n" % healthy_for_s,
+            )
+        )
+    return release.build_release(version, out, releases_dir)
 
 
 def _running(pid: int) -> bool:
