@@ -46,7 +46,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import (
     resolve_registry_dir,
 )
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import ID_PATTERN, OBJECTS
-from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_yaml import compose_file, load_file
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_yaml import InputLimitError, compose_file, load_file
 
 try:
     import zoneinfo
@@ -155,7 +155,7 @@ def _load_releases(fleet, releases_dir, catalog_rel, problems):
             continue
         path = os.path.join(releases_dir, name)
         rel = display_path(path)
-        data, ok = load_file(path, rel, problems)
+        data, ok, _ = load_file(path, rel, problems)
         if not ok:
             continue
         _add_release(fleet, data, rel, problems)
@@ -244,6 +244,8 @@ def _load_fleet(path: str, workers: int) -> tuple[Fleet, list[Problem]]:
     problems: list[Problem] = []
     try:
         registry_dir = resolve_registry_dir(path)
+    except InputLimitError as exc:  # the inventory configuration file naming the registry
+        return Fleet(path), [Problem(display_path(exc.path), (), exc.message, exc.expected, "", exc.line)]
     except (OSError, yaml.YAMLError) as exc:
         return Fleet(path), [Problem(str(path), (), f"cannot read: {exc}", "a registry directory")]
     fleet = Fleet(registry_dir)
@@ -256,10 +258,10 @@ def _load_fleet(path: str, workers: int) -> tuple[Fleet, list[Problem]]:
         return fleet, problems
 
     releases_dir = None
-    catalog, ok = load_file(catalog_path, catalog_rel, problems)
+    catalog, ok, shared = load_file(catalog_path, catalog_rel, problems)
     if ok:
         report = reporter(catalog_rel, problems)
-        check_fields(catalog, OBJECTS["catalog"], (), report)
+        check_fields(catalog, OBJECTS["catalog"], (), report, {} if shared else None)
         if isinstance(catalog, dict):
             models = good(catalog.get("models"), OBJECTS["catalog"]["models"]) or {}
             fleet.models = {name: model for name, model in models.items() if isinstance(model, dict)}
@@ -299,10 +301,11 @@ def _read_customer_file(fleet, path):
     problems: list[Problem] = []
     occurrences: list[tuple] = []
     document = None
-    data, ok = load_file(path, rel, problems)
+    data, ok, shared = load_file(path, rel, problems)
     if ok:
         report = reporter(rel, problems)
-        if check_fields(data, OBJECTS["customer_file"], (), report) or isinstance(data, dict):
+        # A node reached through several aliases is checked once, at its first place ({} remembers it).
+        if check_fields(data, OBJECTS["customer_file"], (), report, {} if shared else None) or isinstance(data, dict):
             document = _check_customer_file(fleet, data, rel, report, occurrences.append)
     return rel, document, problems, occurrences
 

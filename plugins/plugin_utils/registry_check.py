@@ -152,11 +152,14 @@ _EXPECTED = {
 }
 
 
+_CONTAINERS = frozenset(("list", "object", "map", "params", "settings"))
+
+
 def _is_scalar(value) -> bool:
     return isinstance(value, (str, int, float, bool))
 
 
-def _check_value(field: Field, value, keys, report) -> bool:
+def _check_value(field: Field, value, keys, report, seen) -> bool:
     """Check one value against its field; report faults; True when it can be used further."""
     if not type_ok(field.kind, value):
         report(keys, "wrong type", _EXPECTED[field.kind], describe(value))
@@ -185,16 +188,29 @@ def _check_value(field: Field, value, keys, report) -> bool:
     if field.maximum is not None and value > field.maximum:
         report(keys, "value too large", f"at most {field.maximum}", describe(value))
         return False
+    if field.kind not in _CONTAINERS:
+        return True
+    if seen is None:
+        return _check_items(field, value, keys, report, None)
+    # A container reached through several YAML aliases is one object: checked once, where first met.
+    mark = (id(value), id(field))
+    clean = seen.get(mark)
+    if clean is None:
+        clean = seen[mark] = _check_items(field, value, keys, report, seen)
+    return clean
+
+
+def _check_items(field: Field, value, keys, report, seen) -> bool:
     if field.kind == "list":
         if not value and field.required:
             report(keys, "empty list", "at least one item", "[]")
             return False
         clean = True
         for index, item in enumerate(value):
-            clean = _check_value(field.item, item, (*keys, index), report) and clean
+            clean = _check_value(field.item, item, (*keys, index), report, seen) and clean
         return clean
     if field.kind == "object":
-        return check_fields(value, OBJECTS[field.obj], keys, report)
+        return check_fields(value, OBJECTS[field.obj], keys, report, seen)
     if field.kind == "map":
         clean = True
         for key, item in value.items():
@@ -202,7 +218,7 @@ def _check_value(field: Field, value, keys, report) -> bool:
                 report((*keys, key), "key is not a string", "a name", describe(key))
                 clean = False
                 continue
-            clean = _check_value(field.item, item, (*keys, key), report) and clean
+            clean = _check_value(field.item, item, (*keys, key), report, seen) and clean
         return clean
     if field.kind in ("params", "settings"):
         clean = True
@@ -219,8 +235,12 @@ def _check_value(field: Field, value, keys, report) -> bool:
     return True
 
 
-def check_fields(value, spec: dict[str, Field], keys, report) -> bool:
-    """Check a mapping against its object spec: unknown keys, missing keys, each value."""
+def check_fields(value, spec: dict[str, Field], keys, report, seen=None) -> bool:
+    """Check a mapping against its object spec: unknown keys, missing keys, each value.
+
+    ``seen``, a dict, makes every container met again (the same object, through YAML aliases) count
+    as checked: its faults are reported once, at its first place. ``None`` when nothing is shared.
+    """
     if not isinstance(value, dict):
         report(keys, "wrong type", "a mapping", describe(value))
         return False
@@ -231,7 +251,7 @@ def check_fields(value, spec: dict[str, Field], keys, report) -> bool:
             report((*keys, key), "unknown key" + suggest(key, spec), "one of " + ", ".join(spec), describe(key))
             clean = False
         else:
-            clean = _check_value(field, item, (*keys, key), report) and clean
+            clean = _check_value(field, item, (*keys, key), report, seen) and clean
     for key, field in spec.items():
         if field.required and key not in value:
             report((*keys, key), "missing required key", _EXPECTED[field.kind], "nothing")
