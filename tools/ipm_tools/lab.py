@@ -2,10 +2,10 @@
 
 This module parses the commands (up, down, status, ssh, inventory) and says what happens; the
 work is done by the other ``lab_*`` modules, one job each: ``lab_plan`` (terminal ids, addresses,
-specifications: pure logic), ``lab_files`` (the files of a terminal's layer), ``lab_state`` (the
-lab's files on the controller, the SSH key and host keys, the lock), ``lab_base`` (the cached base
-tree), ``lab_procs`` (a terminal's processes, stopping and cleaning), ``lab_boot`` (layers, start,
-readiness). See docs/lab.md.
+specifications: pure logic), ``lab_files`` (the files of a terminal's layer), ``lab_peripherals``
+(the simulated peripherals), ``lab_state`` (the lab's files on the controller, the SSH key and host
+keys, the lock), ``lab_base`` (the cached base tree), ``lab_procs`` (a terminal's processes,
+stopping and cleaning), ``lab_boot`` (layers, start, readiness). See docs/lab.md.
 """
 
 from __future__ import annotations
