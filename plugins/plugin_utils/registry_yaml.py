@@ -39,7 +39,7 @@ except (ImportError, AttributeError):  # pragma: no cover
     _PARSER_BOUNDS_NESTING = False
 
 # The input limits. The 100,000-terminal bench registry (one file per customer of 500 terminals)
-# needs at most 175 KB, 16,877 nodes and 6 levels per file; the limits leave room for a whole fleet
+# needs at most 175 KB, 16,877 nodes and 7 levels per file; the limits leave room for a whole fleet
 # of tens of thousands of terminals in one file.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_NODES = 2_000_000
