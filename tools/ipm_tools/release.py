@@ -293,7 +293,7 @@ def _command_list(args: argparse.Namespace) -> int:
         compatibility = definition["compatibility"]
         manifest = args.out / f"ipm-app-{version}.manifest.yml"
         built = rm.load_definition(str(manifest))["sha256"][:12] if manifest.is_file() else "-"
-        note = f"defect: {definition['defect']}" if definition.get("defect") else ""
+        note = f"defect: {rm.describe_defect(definition)}" if definition.get("defect") else ""
         rows.append(
             (version, ",".join(compatibility["models"]), compatibility["upgrades_from"],
              ",".join(compatibility["interfaces"]), str(len(definition["parameters"])), built, note)
