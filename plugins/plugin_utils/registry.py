@@ -155,7 +155,7 @@ def _load_releases(fleet, releases_dir, catalog_rel, problems):
             continue
         path = os.path.join(releases_dir, name)
         rel = display_path(path)
-        data, ok, _ = load_file(path, rel, problems)
+        data, ok = load_file(path, rel, problems)[:2]
         if not ok:
             continue
         _add_release(fleet, data, rel, problems)

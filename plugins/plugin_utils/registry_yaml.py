@@ -82,7 +82,7 @@ def _line(node):
 
 
 def _kind(node) -> str:
-    return "mapping" if type(node) is _MAPPING else "list"
+    return "mapping" if isinstance(node, _MAPPING) else "list"
 
 
 def _too_large(path, size):
@@ -195,7 +195,7 @@ def _measure(path: str, root) -> bool:
     by identity): linear in the text however far the aliases expand. Raises :class:`InputLimitError`
     at the node where a limit is crossed, or at an anchored node that contains an alias to itself.
     """
-    if type(root) is _SCALAR:
+    if isinstance(root, _SCALAR):
         return False
     max_nodes, max_depth = MAX_NODES, MAX_DEPTH
     if max_depth < 1:
@@ -208,7 +208,7 @@ def _measure(path: str, root) -> bool:
     while stack:
         frame = stack[-1]
         for child in frame[1]:
-            if type(child) is _SCALAR:
+            if isinstance(child, _SCALAR):
                 frame[3] += 1
                 continue
             key = id(child)
@@ -233,7 +233,7 @@ def _measure(path: str, root) -> bool:
             break
         else:
             stack.pop()
-            node, _, _, size, height = frame
+            node, size, height = frame[0], frame[3], frame[4]
             if size > max_nodes:
                 raise _too_many(path, node, size, shared)
             key = id(node)
@@ -248,7 +248,7 @@ def _measure(path: str, root) -> bool:
 
 
 def _children(node):
-    if type(node) is _MAPPING:
+    if isinstance(node, _MAPPING):
         return itertools.chain.from_iterable(node.value)
     return iter(node.value)
 
