@@ -179,8 +179,11 @@ def restore_recorded(version, start_timeout=30.0, root="/", service=None, port=H
         if record.get("newly_unpacked") and previous != version:
             shutil.rmtree(rs.release_dir(version, root), ignore_errors=True)
             steps.append("removed releases/%s" % version)
-        os.unlink(rs.record_path(root))  # the terminal is back before that delivery: nothing left to roll back
-        steps.append("removed the delivery record of %s" % version)
+        try:  # the terminal is back before that delivery: nothing is left to roll back
+            os.unlink(rs.record_path(root))
+            steps.append("removed the delivery record of %s" % version)
+        except OSError as exc:
+            steps.append("the delivery record of %s could not be removed: %s" % (version, exc))
     return {"changed": True, "rollback": outcome, "steps": steps}
 
 
