@@ -89,7 +89,7 @@ def layer_parameters(definition, customer=None, site=None, terminal=None):
                         "layer": layer,
                         "expected": fault.expected,
                         "found": fault.found,
-                        "text": "%s (%s): expected %s, found %s" % (target, layer, fault.expected, fault.found),
+                        "text": "%s: expected %s, found %s (%s layer)" % (target, fault.expected, fault.found, layer),
                     }
                 )
                 continue

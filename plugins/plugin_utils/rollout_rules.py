@@ -125,7 +125,10 @@ def delivery_outcome(result, unreachable=None):
         outcome["result"] = "incompatible"
         outcome["reason"] = "; ".join(str(reason) for reason in result.get("reasons") or [])
     elif result.get("failed"):
-        outcome["result"] = "rolled_back" if result.get("rolled_back") else "failed"
+        rollback = result.get("rollback") if isinstance(result.get("rollback"), dict) else {}
+        # A rollback that did not bring the previous release back healthy leaves a broken terminal.
+        restored = result.get("rolled_back") and rollback.get("healthy") is not False
+        outcome["result"] = "rolled_back" if restored else "failed"
         outcome["reason"] = _one_line(result.get("msg")) or "delivery failed"
     else:
         outcome["result"] = "delivered" if result.get("changed") else "already_current"
@@ -149,7 +152,19 @@ def bake_outcome(result, delivered_from=None):
             BAKE_PREFIX + "unreachable during the bake: " + (_one_line(result.get("msg")) or "no answer")
         )
     elif result.get("failed") or result.get("healthy") is False:
-        if result.get("rolled_back"):
+        rollback = result.get("rollback") if isinstance(result.get("rollback"), dict) else {}
+        if result.get("rolled_back") and rollback.get("healthy") is False:
+            outcome["result"] = "failed"
+            outcome["reason"] = (
+                BAKE_PREFIX
+                + reason
+                + "; the rollback to %s did NOT restore a healthy terminal: %s"
+                % (
+                    result.get("rolled_back_to") or rollback.get("to") or "?",
+                    _one_line(rollback.get("error")) or "unknown error",
+                )
+            )
+        elif result.get("rolled_back"):
             outcome["result"] = "rolled_back"
             outcome["reason"] = BAKE_PREFIX + reason + "; back on %s" % (result.get("rolled_back_to") or "?")
         else:

@@ -89,6 +89,8 @@ def test_delivery_outcomes():
     rolled = rules.delivery_outcome({"failed": True, "rolled_back": True, "msg": "delivery of 2.4.1\nfailed"})
     assert rolled["result"] == "rolled_back" and rolled["reason"] == "delivery of 2.4.1 failed"
     assert rules.delivery_outcome({"failed": True, "msg": "sha256 mismatch"})["result"] == "failed"
+    unrestored = {"failed": True, "rolled_back": True, "rollback": {"healthy": False}, "msg": "ROLLBACK DID NOT"}
+    assert rules.delivery_outcome(unrestored)["result"] == "failed"
     lost = rules.delivery_outcome({"unreachable": True, "msg": "ssh: connect refused"})
     assert lost["result"] == "not_reached" and lost["reason"].startswith("unreachable: ssh: connect refused")
 
@@ -110,6 +112,18 @@ def test_bake_outcomes():
     stuck = rules.bake_outcome({"failed": True, "healthy": False, "reason": "503", "rolled_back": False}, "2.4.0")
     assert stuck["result"] == "failed" and stuck["reason"].startswith("failed during bake: 503; NOT rolled back")
     assert rules.bake_outcome({"unreachable": True, "msg": "timeout"})["result"] == "not_reached"
+    broken = rules.bake_outcome(
+        {
+            "failed": True,
+            "reason": "503",
+            "rolled_back": True,
+            "rolled_back_to": "2.4.0",
+            "rollback": {"to": "2.4.0", "healthy": False, "error": "2.4.0 did not answer"},
+        }
+    )
+    assert (
+        broken["result"] == "failed" and "did NOT restore a healthy terminal: 2.4.0 did not answer" in broken["reason"]
+    )
 
 
 def test_latest_outcome_prefers_the_bake():
