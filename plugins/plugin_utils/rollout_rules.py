@@ -17,6 +17,8 @@ Controller-side, no Ansible runtime state: unit-tested directly.
 
 from __future__ import annotations
 
+import math
+
 RINGS = ("canary", "pilot", "broad")
 DEFAULT_MAX_FAIL_PERCENTAGE = {"canary": 0.0, "pilot": 20.0, "broad": 20.0}
 # Real-world bake periods: long enough for a release that fails some minutes after its start to
@@ -44,7 +46,7 @@ def _number(value, name, low=0.0, high=None):
         number = float(value)
     except (TypeError, ValueError):
         raise RolloutRuleError("%s must be a number, got %r" % (name, value)) from None
-    if number != number or number < low or (high is not None and number > high):
+    if math.isnan(number) or number < low or (high is not None and number > high):
         bounds = "between %g and %g" % (low, high) if high is not None else "at least %g" % low
         raise RolloutRuleError("%s must be %s, got %r" % (name, bounds, value))
     return number
