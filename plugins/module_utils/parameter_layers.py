@@ -37,6 +37,17 @@ def _definition_parts(definition):
     )
 
 
+def _fault(name, value, spec):
+    """(expected, found) when VALUE does not fit SPEC, else None (a malformed schema accepts nothing)."""
+    if not isinstance(spec, dict):
+        return None
+    try:
+        fault = check_value(name, value, spec)
+    except (TypeError, KeyError, ValueError):
+        return "a value the release's (malformed) schema accepts", "(not checked)"
+    return (fault.expected, fault.found) if fault is not None else None
+
+
 def layer_parameters(definition, customer=None, site=None, terminal=None):
     """Layer the registry's values of one terminal against the target release DEFINITION.
 
@@ -51,7 +62,8 @@ def layer_parameters(definition, customer=None, site=None, terminal=None):
     ``staged``
         [{name, layer}]: values set aside because the target release has no such parameter.
     ``problems``
-        [{name, layer, expected, found, text}]: values the target knows but does not accept
+        [{name, given, layer, expected, found, text}]: values the target knows (``given``: the
+        name as the layer wrote it, before a rename) but does not accept
         (secrets' values are never shown in ``found`` or ``text``).
     ``notes``
         One line in words per staged or renamed value.
@@ -81,15 +93,17 @@ def layer_parameters(definition, customer=None, site=None, terminal=None):
                     % (name, layer, version)
                 )
                 continue
-            fault = check_value(target, value, schema[target]) if isinstance(schema[target], dict) else None
+            fault = _fault(target, value, schema[target])
             if fault is not None:
+                expected, found = fault
                 problems.append(
                     {
                         "name": target,
+                        "given": name,
                         "layer": layer,
-                        "expected": fault.expected,
-                        "found": fault.found,
-                        "text": "%s: expected %s, found %s (%s layer)" % (target, fault.expected, fault.found, layer),
+                        "expected": expected,
+                        "found": found,
+                        "text": "%s: expected %s, found %s (%s layer)" % (target, expected, found, layer),
                     }
                 )
                 continue

@@ -26,6 +26,7 @@ import re
 
 import yaml
 
+from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import check_value
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_workers
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import (
@@ -78,14 +79,17 @@ def _all_timezones():
 class Release:
     """What the registry needs of one release definition or manifest."""
 
-    __slots__ = ("defaults", "file", "models", "parameters", "version")
+    __slots__ = ("defaults", "definition", "file", "models", "parameters", "renamed", "version")
 
-    def __init__(self, version, models, parameters, file):
+    def __init__(self, version, models, parameters, file, renamed=None):
         self.version = version
         self.models = models
         self.parameters = parameters
+        self.renamed = renamed or {}
         self.defaults = {name: spec.get("default") for name, spec in parameters.items() if "default" in spec}
         self.file = file
+        # What the layering rule (module_utils/parameter_layers.py) reads of a release.
+        self.definition = {"version": version, "parameters": parameters, "renamed": self.renamed}
 
 
 class Fleet:
@@ -117,25 +121,25 @@ def desired_release(customer, site, terminal):
 
 
 def layered_parameters(release: Release | None, customer, site, terminal, with_sources=False):
-    """Parameters as the terminal must run them: release defaults < customer < site < terminal.
+    """Parameters as the terminal must run them under RELEASE: release defaults < customer < site < terminal.
 
-    With ``with_sources`` each value comes as ``{"value": v, "source": "release 2.4.0" | "customer" |
-    "site" | "terminal"}``.
+    The rule is :mod:`parameter_layers`' (values the release does not know are set aside, renamed
+    ones carried, invalid ones left out: validation reports them). With ``with_sources`` each value
+    comes as ``{"value": v, "source": "release 2.4.0" | "customer" | "site" | "terminal"}``.
+    Without a release (unknown), the layers are merged as they are.
     """
-    layers = [
-        (f"release {release.version}" if release else "release", release.defaults if release else {}),
-        ("customer", customer.get("parameters") or {}),
-        ("site", site.get("parameters") or {}),
-        ("terminal", terminal.get("parameters") or {}),
-    ]
-    merged: dict = {}
-    known = release.parameters if release else None
-    for source, values in layers:
-        for name, value in values.items():
-            if known is not None and name not in known:
-                continue  # a customer or site value meant for the other releases of its terminals
-            merged[name] = {"value": value, "source": source} if with_sources else value
-    return merged
+    layers = [customer.get("parameters") or {}, site.get("parameters") or {}, terminal.get("parameters") or {}]
+    if release is None:
+        merged = {}
+        for source, values in zip(parameter_layers.LAYERS, layers, strict=True):
+            for name, value in values.items():
+                merged[name] = {"value": value, "source": source} if with_sources else value
+        return merged
+    layered = parameter_layers.layer_parameters(release.definition, *layers)
+    effective = parameter_layers.effective_parameters(release.definition, layered)
+    if with_sources:
+        return effective
+    return {name: item["value"] for name, item in effective.items()}
 
 
 def _load_releases(fleet, releases_dir, catalog_rel, problems):
@@ -201,7 +205,9 @@ def _add_release(fleet, data, rel, problems):
     if version in fleet.releases:
         # A definition and its built manifest describe the same release: keep the first.
         return
-    fleet.releases[version] = Release(version, models, good_parameters, rel)
+    renamed = data.get("renamed")
+    renamed = {str(k): str(v) for k, v in renamed.items()} if isinstance(renamed, dict) else {}
+    fleet.releases[version] = Release(version, models, good_parameters, rel, renamed)
 
 
 def _parameter_problem(name, spec, value):
@@ -501,31 +507,36 @@ def _known_elsewhere(name, fleet):
 
 
 def _check_parameters(fleet, release, customer, site, terminal, keys, site_keys, report):
-    """Each layer's values against the desired release's schema (customer/site reported once each)."""
-    layers = (
-        (customer.get("parameters"), ("customer", "parameters"), ("customer",)),
-        (site.get("parameters"), (*site_keys, "parameters"), ("site",)),
-        (terminal.get("parameters"), (*keys, "parameters"), ("terminal",)),
-    )
-    for values, where, (layer,) in layers:
-        if not isinstance(values, dict):
-            continue
-        for name, value in values.items():
-            spec = release.parameters.get(name)
-            if spec is None and layer != "terminal" and _known_elsewhere(name, fleet):
-                # Customer and site values may target the newer releases of their other terminals.
-                continue
-            if spec is None:
-                report(
-                    (*where, name),
-                    f"release {release.version} has no parameter {name!r}" + suggest(name, release.parameters),
-                    "a parameter of " + release.file,
-                    describe(name),
-                )
-                continue
-            fault = _parameter_problem(name, spec, value)
-            if fault:
-                report((*where, name), f"value outside release {release.version}'s schema", fault[0], fault[1])
+    """Each layer's values against the desired release, by the one layering rule (module_utils/parameter_layers.py).
+
+    A value the release knows but does not accept is a problem; a value it does not know is staged
+    for the release that has it (no problem), unless no release of the catalog has such a parameter
+    (a typo, reported with the closest name). Customer and site faults are reported once each.
+    """
+    given = [customer.get("parameters"), site.get("parameters"), terminal.get("parameters")]
+    layered = parameter_layers.layer_parameters(release.definition, *(v if isinstance(v, dict) else {} for v in given))
+    where = {
+        "customer": ("customer", "parameters"),
+        "site": (*site_keys, "parameters"),
+        "terminal": (*keys, "parameters"),
+    }
+    for problem in layered["problems"]:
+        report(
+            (*where[problem["layer"]], problem["given"]),
+            f"value outside release {release.version}'s schema",
+            problem["expected"],
+            problem["found"],
+        )
+    for staged in layered["staged"]:
+        name = staged["name"]
+        if _known_elsewhere(name, fleet):
+            continue  # staged for a release of the catalog that has it: a note where it is applied
+        report(
+            (*where[staged["layer"]], name),
+            f"release {release.version} has no parameter {name!r}" + suggest(name, release.parameters),
+            "a parameter of " + release.file + " (or of another release of the catalog, to stage it)",
+            describe(name),
+        )
 
 
 def _locate(problems):

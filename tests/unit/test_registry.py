@@ -495,3 +495,33 @@ def test_values_yaml_cannot_build_are_reported_not_raised(tmp_path, value):
     _, problems = problems_of(tmp_path, raw={"customers/gamma.yml": text})
     (problem,) = [p for p in problems if p.file.endswith("gamma.yml")]
     assert "a value YAML cannot build" in problem.message and "quote" in problem.expected
+
+
+def test_a_parameter_of_a_later_release_is_staged_at_every_layer_and_a_typo_is_not(tmp_path):
+    # a-001 runs 1.0.0; plate_recognition_enabled exists from 2.0.0 only: staged, not an error, at
+    # customer, site and terminal level alike, and never applied to the 1.0.0 terminal.
+    catalog, customers = rb.base()
+    alpha = customers["alpha.yml"]
+    alpha["customer"]["parameters"] = {"plate_recognition_enabled": False}
+    alpha["sites"][0]["parameters"] = {"plate_recognition_enabled": True}
+    alpha["sites"][0]["terminals"][0]["parameters"] = {"max_amount": 150.0, "plate_recognition_enabled": False}
+    fleet, problems = problems_of(tmp_path / "staged", catalog, customers)
+    assert problems == []
+    customer, site, terminal = fleet.find_terminal("a-001")
+    assert "plate_recognition_enabled" not in reg.layered_parameters(fleet.releases["1.0.0"], customer, site, terminal)
+
+    alpha["sites"][0]["terminals"][0]["parameters"] = {"plate_recognitoin_enabled": False}
+    _, problems = problems_of(tmp_path / "typo", catalog, customers)
+    assert [p.path for p in problems] == ["sites[0].terminals[0].parameters.plate_recognitoin_enabled"]
+    assert problems[0].message.startswith("release 1.0.0 has no parameter 'plate_recognitoin_enabled'")
+
+
+def test_an_invalid_value_of_a_known_parameter_is_an_error_for_every_terminal_against_its_release(tmp_path):
+    catalog, customers = rb.base()
+    # bravo: b-001 runs 2.0.0 (which has plate_recognition_enabled), b-002 runs 1.0.0 (staged there)
+    customers["bravo.yml"]["customer"]["parameters"] = {"plate_recognition_enabled": "maybe"}
+    _, problems = problems_of(tmp_path, catalog, customers)
+    assert [(p.path, p.message) for p in problems] == [
+        ("customer.parameters.plate_recognition_enabled", "value outside release 2.0.0's schema")
+    ]
+    assert problems[0].line is not None

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.plugin_utils.config_history import (
     HistoryError,
     changes_between,
@@ -22,6 +23,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.config_history import (
     snapshot_as_of,
     terminals,
 )
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
 from ipm_tools import PROJECT_ROOT
 
 DEFAULT_STORE = os.environ.get("IPM_HISTORY_STORE", str(PROJECT_ROOT / "build" / "history"))
@@ -73,14 +75,40 @@ def _select(hostvars, args):
     return chosen
 
 
-def _desired(variables):
-    """Desired state of one terminal from its registry variables (layered customer < site < terminal)."""
-    parameters = {}
-    for layer in ("ipm_customer_parameters", "ipm_site_parameters", "ipm_parameters"):
-        parameters.update(variables.get(layer) or {})
+def _releases(inventory):
+    """The catalog's releases of the registry behind INVENTORY ({} for an inventory that is not a registry's).
+
+    Problems of the registry are not repeated here: reading the inventory already reported them.
+    """
+    try:
+        fleet, _problems = load_fleet(inventory)
+    except (OSError, ValueError):
+        return {}
+    return fleet.releases
+
+
+def _desired(variables, releases=None):
+    """Desired state of one terminal from its registry variables, parameters layered against its release.
+
+    The layering is the fleet's one rule (module_utils/parameter_layers.py): customer < site <
+    terminal, values its desired release does not know set aside as notes. Without the release's
+    definition the layers are merged as they are.
+    """
+    layers = [
+        variables.get(layer) or {} for layer in ("ipm_customer_parameters", "ipm_site_parameters", "ipm_parameters")
+    ]
+    release = (releases or {}).get(variables.get("ipm_release"))
+    if release is not None:
+        layered = parameter_layers.layer_parameters(release.definition, *layers)
+        parameters, notes = layered["registry_values"], layered["notes"]
+    else:
+        parameters, notes = {}, []
+        for values in layers:
+            parameters.update(values)
     return {
         "release": variables.get("ipm_release"),
         "parameters": parameters,
+        "notes": notes,
         "os": variables.get("ipm_os_baseline", "debian-12"),
     }
 
@@ -176,8 +204,10 @@ def cmd_show(args):
 
 def cmd_drift(args):
     hostvars = _select(_inventory(args.inventory), args)
+    releases = _releases(args.inventory)
     report = {}
     for host, variables in hostvars.items():
+        desired = _desired(variables, releases)
         existing = list_snapshots(args.store, host)
         if not existing:
             report[host] = {
@@ -185,6 +215,7 @@ def cmd_drift(args):
                 "site": variables.get("ipm_site_id"),
                 "snapshot": None,
                 "differences": None,
+                "notes": desired["notes"],
             }
             continue
         snapshot = read_snapshot(existing[-1][1])
@@ -192,7 +223,8 @@ def cmd_drift(args):
             "customer": variables.get("ipm_customer_id"),
             "site": variables.get("ipm_site_id"),
             "snapshot": snapshot["taken_at"],
-            "differences": drift(_desired(variables), snapshot["facts"]),
+            "differences": drift(desired, snapshot["facts"]),
+            "notes": desired["notes"],
         }
     summary = {
         "terminals": len(report),
@@ -219,6 +251,8 @@ def cmd_drift(args):
                             "    %-9s %s: registry %s, terminal %s"
                             % (item["aspect"], item["path"], item["desired"], item["actual"])
                         )
+                for note in row["notes"]:
+                    print("    note: %s" % note)
         print("%(drifted)d of %(terminals)d terminals drifted, %(no_snapshot)d without a snapshot" % summary)
 
     _print({"summary": summary, "terminals": report}, args.json, text)

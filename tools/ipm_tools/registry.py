@@ -17,6 +17,7 @@ import json
 import os
 import sys
 
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter, mask
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, format_report, suggest
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan_for
@@ -107,17 +108,14 @@ def cmd_list(args):
 
 
 def _is_secret(name, release):
-    return bool(release and release.parameters.get(name, {}).get("secret"))
+    return is_secret_parameter(name, release.parameters.get(name) if release else None)
 
 
 def _redacted(parameters, release):
-    shown = {}
-    for name, item in parameters.items():
-        spec = release.parameters.get(name, {}) if release else {}
-        if spec.get("secret") and item["value"] not in ("", None):
-            item = {"value": "(secret)", "source": item["source"]}
-        shown[name] = item
-    return shown
+    return {
+        name: (dict(item, value=mask(item["value"])) if _is_secret(name, release) else item)
+        for name, item in parameters.items()
+    }
 
 
 def cmd_show(args):
@@ -143,8 +141,7 @@ def cmd_show(args):
         (plan["customer_vars"], "ipm_customer_parameters"),
     ):
         values[key] = {
-            name: ("(secret)" if _is_secret(name, release) and value not in ("", None) else value)
-            for name, value in values[key].items()
+            name: (mask(value) if _is_secret(name, release) else value) for name, value in values[key].items()
         }
     document = {
         "terminal": args.terminal,

@@ -69,7 +69,7 @@ def test_show_secret_is_redacted(tmp_path, capsys):
     assert tool.main(["show", "a-001", "-r", str(config)]) == 0
     out = capsys.readouterr().out
     assert "s3cr3t-token" not in out
-    assert '"(secret)"' in out.split("effective parameters")[1]
+    assert '"********"' in out.split("effective parameters")[1]
 
 
 def test_show_unknown_terminal_suggests(tmp_path, capsys):
