@@ -184,3 +184,31 @@ def test_snapshot_and_delivery_arguments_are_checked(tmp_path):
         bad_delivery = snapshot(tmp_path, tmp_path / "h", "2026-11-01T10:00:00Z", "2.3.1")
         assert bad_delivery.returncode != 0
         assert all(word in bad_delivery.stdout for word in words), bad_delivery.stdout
+
+
+def test_drift_layers_against_the_desired_release_and_sets_staged_values_aside(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # --import-mode=importlib: helpers in tests/unit
+    import registry_builder as rb
+
+    from ipm_tools import config
+
+    catalog, customers = rb.base()
+    customers["alpha.yml"]["customer"]["parameters"] = {"plate_recognition_enabled": False, "currency": "EUR"}
+    registry = rb.write(tmp_path, catalog, customers)
+    releases = config._releases(str(registry))
+    assert {"1.0.0", "2.0.0"} <= set(releases)
+    variables = {
+        "ipm_release": "1.0.0",
+        "ipm_customer_parameters": {"plate_recognition_enabled": False, "currency": "EUR"},
+        "ipm_parameters": {"max_amount": 150.0},
+    }
+    desired = config._desired(variables, releases)
+    assert desired["parameters"] == {"currency": "EUR", "max_amount": 150.0}
+    assert desired["notes"] == [
+        "plate_recognition_enabled (customer): not a parameter of release 1.0.0, set aside for the release that has it"
+    ]
+    on_2 = config._desired(dict(variables, ipm_release="2.0.0"), releases)
+    assert on_2["parameters"] == {"plate_recognition_enabled": False, "currency": "EUR"}
+    assert on_2["notes"] == [
+        "max_amount (terminal): not a parameter of release 2.0.0, set aside for the release that has it"
+    ]
