@@ -140,14 +140,14 @@ LATE_FAILING = "2.4.2"
 
 @pytest.fixture(scope="module")
 def late_failing_release(tmp_path_factory):
-    """A release that answers healthy through the settle period (6 s) and fails 14 s after its start."""
+    """A release that answers healthy through the settle period (6 s) and fails 20 s after its start."""
     definitions = tmp_path_factory.mktemp("definitions")
     artifacts = tmp_path_factory.mktemp("artifacts")
     definition = yaml.safe_load((PROJECT_ROOT / "app" / "releases" / "2.4.0.yml").read_text())
     definition.update(
         version=LATE_FAILING,
         description="Fails its health check 14 s after its start, after the settle period (bake tests).",
-        defect={"kind": "health-fails-after-start", "healthy_for_s": 14},
+        defect={"kind": "health-fails-after-start", "healthy_for_s": 20},
     )
     (definitions / f"{LATE_FAILING}.yml").write_text(yaml.safe_dump(definition, sort_keys=False))
     built = subprocess.run(
@@ -162,7 +162,7 @@ def late_failing_release(tmp_path_factory):
 
 def test_3_late_failure_is_rolled_back_during_the_canary_bake_and_halts(fleet, late_failing_release):
     # After test 2 every terminal but New York's runs 2.4.0. The release stays healthy through the
-    # delivery's settle period; only the bake (20 s, a probe a second) sees it fail.
+    # delivery's settle period; only the bake (40 s, a probe a second) sees it fail.
     before = current(fleet)
     canary = named(fleet, "par1")
     result = rollout(
@@ -173,7 +173,7 @@ def test_3_late_failure_is_rolled_back_during_the_canary_bake_and_halts(fleet, l
         "-e",
         f"rollout_artifacts_dir={late_failing_release}",
         "-e",
-        "rollout_bake_s_canary=20",
+        "rollout_bake_s_canary=40",
     )
     assert result.returncode == 2, result.stdout[-4000:] + result.stderr[-2000:]
     assert "ROLLOUT HALTED in ring canary" in result.stdout, result.stdout[-4000:]
