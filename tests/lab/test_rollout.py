@@ -146,7 +146,7 @@ def late_failing_release(tmp_path_factory):
     definition = yaml.safe_load((PROJECT_ROOT / "app" / "releases" / "2.4.0.yml").read_text())
     definition.update(
         version=LATE_FAILING,
-        description="Fails its health check 14 s after its start, after the settle period (bake tests).",
+        description="Fails its health check 20 s after its start, after the settle period (bake tests).",
         defect={"kind": "health-fails-after-start", "healthy_for_s": 20},
     )
     (definitions / f"{LATE_FAILING}.yml").write_text(yaml.safe_dump(definition, sort_keys=False))
