@@ -11,14 +11,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter
-
-
-def _plain(value):
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
+from ansible_collections.ipm.fleet.plugins.plugin_utils.filter_data import plain
 
 
 def terminal_parameters(definition, customer=None, site=None, terminal=None, kept=None, current=None, preserve=None):
@@ -39,11 +32,11 @@ def terminal_parameters(definition, customer=None, site=None, terminal=None, kep
             raise AnsibleFilterError(
                 "ipm.fleet.terminal_parameters: %s parameters must be a mapping of name: value, got %r" % (name, layer)
             )
-    definition = _plain(definition)
+    definition = plain(definition)
     layered = parameter_layers.layer_parameters(
-        definition, _plain(customer or {}), _plain(site or {}), _plain(terminal or {})
+        definition, plain(customer or {}), plain(site or {}), plain(terminal or {})
     )
-    effective = parameter_layers.effective_parameters(definition, layered, _plain(kept or {}))
+    effective = parameter_layers.effective_parameters(definition, layered, plain(kept or {}))
     layered["effective"] = {name: item["value"] for name, item in effective.items()}
     layered["effective_sources"] = {name: item["source"] for name, item in effective.items()}
     layered["secret_names"] = [

@@ -10,21 +10,13 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import rollout_rules as rules
-
-
-def _plain(value):
-    """A plain dict/list copy of what Ansible hands a filter (lazy host variables, tagged values)."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
+from ansible_collections.ipm.fleet.plugins.plugin_utils.filter_data import plain
 
 
 def _entry(host_variables, name):
     registered = host_variables.get(name) if isinstance(host_variables, Mapping) else None
     entry = registered.get("delivery") if isinstance(registered, Mapping) else None
-    return _plain(entry) if isinstance(entry, Mapping) else None
+    return plain(entry) if isinstance(entry, Mapping) else None
 
 
 def _entries(hosts, hostvars):
@@ -41,19 +33,19 @@ def _entries(hosts, hostvars):
 def ring_policy(ring, settings=None):
     """The bake period and failure threshold of RING from the rollout's variables (a mapping)."""
     try:
-        return rules.ring_policy(ring, _plain(settings or {}))
+        return rules.ring_policy(ring, plain(settings or {}))
     except rules.RolloutRuleError as exc:
         raise AnsibleFilterError("ipm.fleet.ring_policy: %s" % exc) from None
 
 
 def delivery_outcome(result):
     """The ledger entry (result, from_version, reason) of one registered ipm.fleet.release result."""
-    return rules.delivery_outcome(_plain(result) if isinstance(result, Mapping) else {})
+    return rules.delivery_outcome(plain(result) if isinstance(result, Mapping) else {})
 
 
 def bake_outcome(result, delivered_from=None):
     """The ledger entry (result, from_version, reason) of one registered ipm.fleet.bake result."""
-    return rules.bake_outcome(_plain(result) if isinstance(result, Mapping) else {}, delivered_from)
+    return rules.bake_outcome(plain(result) if isinstance(result, Mapping) else {}, delivered_from)
 
 
 def ring_gate(hosts, hostvars, active_hosts, policy):
@@ -78,14 +70,14 @@ def ring_gate(hosts, hostvars, active_hosts, policy):
 
 def rollout_summary(rings, hostvars):
     """One line per terminal of the rollout, ring by ring, and the terminals that failed."""
-    rings = _plain(rings or {})
+    rings = plain(rings or {})
     hosts = [host for members in rings.values() for host in members or []]
     return rules.summary(rings, _entries(hosts, hostvars))
 
 
 def deferral_reason(window_state, windows):
     """Why a terminal is deferred, from its site's ipm.fleet.window state and its windows."""
-    return rules.deferral_reason(_plain(window_state or {}), _plain(windows or []))
+    return rules.deferral_reason(plain(window_state or {}), plain(windows or []))
 
 
 class FilterModule:

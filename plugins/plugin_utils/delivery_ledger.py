@@ -67,6 +67,20 @@ def matches(entry, customer=None, site=None, terminal=None, release=None, result
     return all(value is None or entry.get(key) == value for key, value in wanted.items())
 
 
+def _runs(entry, release, dated):
+    """The terminal of ENTRY runs RELEASE; DATED: since this entry, by its operator and change."""
+    return {
+        "customer": entry["customer"],
+        "site": entry["site"],
+        "timezone": entry["timezone"],
+        "release": release,
+        "since": entry["time"] if dated else None,
+        "since_local": entry["site_time"] if dated else None,
+        "operator": entry["operator"] if dated else None,
+        "change_id": entry["change_id"] if dated else None,
+    }
+
+
 def running_releases(ledger):
     """What each terminal runs according to the ledger: {terminal: {release, since, operator, change_id, ...}}.
 
@@ -79,38 +93,21 @@ def running_releases(ledger):
     for entry in ledger:
         terminal = entry["terminal"]
         known = state.get(terminal)
-        base = {"customer": entry["customer"], "site": entry["site"], "timezone": entry["timezone"]}
+
+        came_from = entry.get("from_version")
         if entry["result"] == "delivered":
-            state[terminal] = dict(
-                base,
-                release=entry["release"],
-                since=entry["time"],
-                since_local=entry["site_time"],
-                operator=entry["operator"],
-                change_id=entry["change_id"],
-            )
+            state[terminal] = _runs(entry, entry["release"], True)
         elif entry["result"] == "already_current" and (known is None or known["release"] != entry["release"]):
-            state[terminal] = dict(
-                base, release=entry["release"], since=None, since_local=None, operator=None, change_id=None
-            )
+            state[terminal] = _runs(entry, entry["release"], False)
         elif (
             entry["result"] == "rolled_back"
             and known is not None
             and known["release"] == entry["release"]
-            and entry.get("from_version")
-            and entry["from_version"] != entry["release"]
+            and came_from
+            and came_from != entry["release"]
         ):
             # Rolled back after the delivery (during the bake): back on the release it came from.
-            state[terminal] = dict(
-                base,
-                release=entry["from_version"],
-                since=entry["time"],
-                since_local=entry["site_time"],
-                operator=entry["operator"],
-                change_id=entry["change_id"],
-            )
-        elif entry["result"] in ("rolled_back", "failed") and known is None and entry.get("from_version"):
-            state[terminal] = dict(
-                base, release=entry["from_version"], since=None, since_local=None, operator=None, change_id=None
-            )
+            state[terminal] = _runs(entry, came_from, True)
+        elif entry["result"] in ("rolled_back", "failed") and known is None and came_from:
+            state[terminal] = _runs(entry, came_from, False)
     return state

@@ -82,3 +82,19 @@ def test_a_record_whose_arguments_were_hidden_still_reads():
     hidden = dict(record("t9", "delivered", "2.4.0"), args="the output has been hidden due to no_log")
     (entry,) = dl.entries([hidden])
     assert entry["terminal"] == "t9" and entry["result"] is None and entry["release"] is None
+
+
+def test_a_bake_that_passed_changes_nothing_and_a_bake_rollback_puts_the_terminal_back():
+    ledger = dl.entries(
+        [
+            record("t1", "delivered", "2.4.2", "2.4.0", "2026-11-03T02:00:00Z"),
+            record("t1", "baked", "2.4.2", "2.4.0", "2026-11-03T02:10:00Z"),
+            record("t2", "delivered", "2.4.2", "2.4.0", "2026-11-03T02:00:00Z"),
+            record("t2", "rolled_back", "2.4.2", "2.4.0", "2026-11-03T02:04:00Z", operator="carol"),
+        ]
+    )
+    running = dl.running_releases(ledger)
+    assert running["t1"]["release"] == "2.4.2" and running["t1"]["since"] == "2026-11-03T02:00:00Z"
+    assert running["t2"]["release"] == "2.4.0" and running["t2"]["since"] == "2026-11-03T02:04:00Z"
+    assert running["t2"]["operator"] == "carol"
+    assert [e["result"] for e in ledger if dl.matches(e, result="baked")] == ["baked"]
