@@ -12,9 +12,10 @@ between (not timed), alternating which goes first:
   switches `current`, restarts ipm-app and polls /health until 2.4.0 answers, then again after
   the same settle period.
 
-The rollout runs with bake 0 (a single health probe of every delivered terminal after the ring,
-the floor has none); the time Ansible spends in that bake step is read from the run's audit records
+The rollout runs with `rollout_bake_s=0` (no bake: the delivery's own settle period is the last
+look, as for the floor); the time Ansible spends in bake tasks is read from the run's audit records
 and printed separately (`bake_wait_s`), so that the work is not confused with the watching.
+`--bake S` runs the rollout with a bake of S seconds instead (the ratio then includes it).
 
 Prints the median of each; last line `rollout terminals=<N> ansible_s=<s> floor_s=<s> ratio=<r>
 bake_wait_s=<s>` (target: ratio <= 2.5).
@@ -186,8 +187,8 @@ def bake_wait(audit_log: Path, offset: int) -> float:
         stream.seek(offset)
         for line in stream:
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = json.loads(line).get("data") or {}
+            except (ValueError, AttributeError):
                 continue
             if record.get("module") in BAKE_MODULES and record.get("started") and record.get("ended"):
                 starts.append(record["started"])
@@ -202,7 +203,7 @@ def _instant(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def ansible(inventory: Path, forks: int, settle: float, bake_waits: list[float]) -> float:
+def ansible(inventory: Path, forks: int, settle: float, bake: float, bake_waits: list[float]) -> float:
     command = [
         str(BIN / "ansible-playbook"),
         "-i",
@@ -221,7 +222,7 @@ def ansible(inventory: Path, forks: int, settle: float, bake_waits: list[float])
         "-e",
         "rollout_serial_broad=100%",
         "-e",
-        "rollout_bake_s=0",
+        f"rollout_bake_s={bake}",
     ]
     audit_log = Path(env()["IPM_AUDIT_LOG"])
     offset = audit_log.stat().st_size if audit_log.exists() else 0
@@ -237,9 +238,12 @@ def main() -> int:
     parser.add_argument("--terminals", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settle", type=float, default=2.0, help="settle period of both contenders, seconds")
+    parser.add_argument("--bake", type=float, default=0.0, help="bake period of the rollout, seconds (default 0: none)")
     args = parser.parse_args()
     if args.terminals < 1:
         parser.error(f"--terminals: expected 1 or more, found {args.terminals}")
+    if args.bake < 0:
+        parser.error(f"--bake: expected 0 or more seconds, found {args.bake:g}")
     run([str(BIN / "ipm-release"), "build", "2.3.1", "2.4.0"])
     names = [f"br{uuid.uuid4().hex[:4]}-{i:02d}" for i in range(1, args.terminals + 1)]
     times: dict[str, list[float]] = {"ansible": [], "floor": []}
@@ -257,7 +261,7 @@ def main() -> int:
             with ThreadPoolExecutor(len(addresses)) as pool:
                 list(pool.map(lambda a: ssh(a, "cp -p /etc/ipm/app.yml /root/app.yml.bench"), addresses))
             contenders = {
-                "ansible": lambda: ansible(inventory, len(names), args.settle, bake_waits),
+                "ansible": lambda: ansible(inventory, len(names), args.settle, args.bake, bake_waits),
                 "floor": lambda: floor(hosts, args.settle),
             }
             for round_number in range(1, args.rounds + 1):
@@ -280,7 +284,7 @@ def main() -> int:
             )
     ansible_s, floor_s = statistics.median(times["ansible"]), statistics.median(times["floor"])
     bake_s = statistics.median(bake_waits)
-    print(f"median over {args.rounds} rounds, settle {args.settle}s, bake 0 s, {len(names)} terminals")
+    print(f"median over {args.rounds} rounds, settle {args.settle}s, bake {args.bake:g}s, {len(names)} terminals")
     print(
         f"rollout terminals={len(names)} ansible_s={ansible_s:.1f} floor_s={floor_s:.1f} "
         f"ratio={ansible_s / floor_s:.2f} bake_wait_s={bake_s:.1f}"

@@ -62,12 +62,14 @@ def ring_policy(ring, settings=None):
     Variables read (a ring-specific one wins over the general one, which wins over the default):
 
     * ``rollout_bake_s_<ring>``, ``rollout_bake_s``: seconds every terminal the ring delivered is
-      watched after the ring's last wave (0: a single probe);
+      watched after the ring's last wave (0 turns the bake off: the delivery's own settle period
+      is then the last look at the terminal);
     * ``rollout_bake_interval_s``: seconds between two probes during the bake;
     * ``rollout_max_fail_percentage_<ring>``, and for pilot and broad ``rollout_max_fail_percentage``:
       the share of the ring's counted terminals that may fail before the rollout halts.
 
-    Returns ``{ring, bake_s, bake_interval_s, max_fail_percentage, bake_wait}``, ``bake_wait``
+    Returns ``{ring, bake, bake_s, bake_interval_s, max_fail_percentage, bake_wait}``, ``bake``
+    telling whether the ring is baked at all, ``bake_wait``
     saying how the controller waits for the terminals' bakes, which all run at once
     (``async_s``, ``delay_s``, ``retries``); RolloutRuleError for an unknown ring or a value that
     is not a number in range.
@@ -89,11 +91,11 @@ def ring_policy(ring, settings=None):
     general = None if ring == "canary" else "rollout_max_fail_percentage"
     name, value = pick("rollout_max_fail_percentage_" + ring, general)
     threshold = _number(value, name, high=100.0) if name else DEFAULT_MAX_FAIL_PERCENTAGE[ring]
-    # A bake of 0 s is a single probe: run it in the task itself, no background job to poll.
-    async_s = int(bake_s + BAKE_MARGIN_S) if bake_s > 0 else 0
+    async_s = int(bake_s + BAKE_MARGIN_S)
     delay_s = int(min(10.0, max(1.0, interval)))
     return {
         "ring": ring,
+        "bake": bake_s > 0,
         "bake_s": bake_s,
         "bake_interval_s": interval,
         "max_fail_percentage": threshold,

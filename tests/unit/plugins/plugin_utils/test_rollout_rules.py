@@ -45,6 +45,7 @@ def test_deferred_and_incompatible_are_set_aside_and_missing_hosts_count_as_fail
 def test_ring_policy_defaults_and_overrides():
     assert rules.ring_policy("canary") == {
         "ring": "canary",
+        "bake": True,
         "bake_s": 900.0,
         "bake_interval_s": 5.0,
         "max_fail_percentage": 0.0,
@@ -54,7 +55,7 @@ def test_ring_policy_defaults_and_overrides():
     settings = {"rollout_bake_s": "30", "rollout_bake_s_broad": 0, "rollout_max_fail_percentage": 50}
     assert rules.ring_policy("pilot", settings)["bake_s"] == 30.0
     assert rules.ring_policy("broad", settings)["bake_s"] == 0.0
-    assert rules.ring_policy("broad", settings)["bake_wait"]["async_s"] == 0, "a single probe runs in the task"
+    assert rules.ring_policy("broad", settings)["bake"] is False, "0 turns the bake off"
     assert rules.ring_policy("broad", settings)["max_fail_percentage"] == 50.0
     # the general threshold never loosens the canary: it has its own variable
     assert rules.ring_policy("canary", settings)["max_fail_percentage"] == 0.0
