@@ -75,6 +75,11 @@ def rollout_summary(rings, hostvars):
     return rules.summary(rings, _entries(hosts, hostvars))
 
 
+def ring_delivered(hosts, hostvars):
+    """The terminals of HOSTS whose delivery in this rollout changed them (the ones a bake watches)."""
+    return rules.delivered_terminals(_entries(hosts, hostvars))
+
+
 def deferral_reason(window_state, windows):
     """Why a terminal is deferred, from its site's ipm.fleet.window state and its windows."""
     return rules.deferral_reason(plain(window_state or {}), plain(windows or []))
@@ -91,4 +96,5 @@ class FilterModule:
             "ring_gate": ring_gate,
             "rollout_summary": rollout_summary,
             "deferral_reason": deferral_reason,
+            "ring_delivered": ring_delivered,
         }

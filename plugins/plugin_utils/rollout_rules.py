@@ -69,9 +69,9 @@ def ring_policy(ring, settings=None):
       the share of the ring's counted terminals that may fail before the rollout halts.
 
     Returns ``{ring, bake, bake_s, bake_interval_s, max_fail_percentage, bake_wait}``, ``bake``
-    telling whether the ring is baked at all, ``bake_wait``
-    saying how the controller waits for the terminals' bakes, which all run at once
-    (``async_s``, ``delay_s``, ``retries``); RolloutRuleError for an unknown ring or a value that
+    telling whether the ring is baked at all, ``bake_wait`` saying how the controller waits for
+    the terminals' bakes, which all run at once in the background (``async_s``: their time limit;
+    ``pause_s``: the controller's sleep through the bake; then ``retries`` asks every ``delay_s``); RolloutRuleError for an unknown ring or a value that
     is not a number in range.
     """
     if ring not in RINGS:
@@ -92,14 +92,21 @@ def ring_policy(ring, settings=None):
     name, value = pick("rollout_max_fail_percentage_" + ring, general)
     threshold = _number(value, name, high=100.0) if name else DEFAULT_MAX_FAIL_PERCENTAGE[ring]
     async_s = int(bake_s + BAKE_MARGIN_S)
-    delay_s = int(min(10.0, max(1.0, interval)))
+    # The controller sleeps through the bake, then asks each terminal for its outcome: every ask is
+    # a module run on every terminal of the ring, so ask seldom (a bake of 900 s every 30 s).
+    delay_s = int(min(30.0, max(2.0, bake_s / 30.0)))
     return {
         "ring": ring,
         "bake": bake_s > 0,
         "bake_s": bake_s,
         "bake_interval_s": interval,
         "max_fail_percentage": threshold,
-        "bake_wait": {"async_s": async_s, "delay_s": delay_s, "retries": max(1, async_s // delay_s + 1)},
+        "bake_wait": {
+            "async_s": async_s,
+            "pause_s": max(1, math.ceil(bake_s)),
+            "delay_s": delay_s,
+            "retries": int(BAKE_MARGIN_S) // delay_s + 1,
+        },
     }
 
 
@@ -232,6 +239,15 @@ def deferral_reason(window_state, windows):
         state.get("local_time"),
         state.get("timezone"),
         state.get("next_opens_at"),
+    )
+
+
+def delivered_terminals(entries):
+    """The terminals whose latest delivery in this rollout is ``delivered`` (ENTRIES: terminal -> {delivery, bake})."""
+    return sorted(
+        host
+        for host, recorded in (entries or {}).items()
+        if isinstance(recorded.get("delivery"), dict) and recorded["delivery"].get("result") == "delivered"
     )
 
 

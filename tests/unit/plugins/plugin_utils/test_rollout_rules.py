@@ -49,7 +49,7 @@ def test_ring_policy_defaults_and_overrides():
         "bake_s": 900.0,
         "bake_interval_s": 5.0,
         "max_fail_percentage": 0.0,
-        "bake_wait": {"async_s": 1500, "delay_s": 5, "retries": 301},
+        "bake_wait": {"async_s": 1500, "pause_s": 900, "delay_s": 30, "retries": 21},
     }
     assert rules.ring_policy("pilot")["max_fail_percentage"] == 20.0
     settings = {"rollout_bake_s": "30", "rollout_bake_s_broad": 0, "rollout_max_fail_percentage": 50}
@@ -160,3 +160,18 @@ def test_deferral_reason():
     }
     reason = rules.deferral_reason(state, [{"days": ["mon"]}])
     assert reason == "site window closed at 2026-12-02T10:00:00+01:00 (Europe/Paris); next opens 2026-12-02T22:00Z UTC"
+
+
+def test_delivered_terminals():
+    entries = {
+        "a": {"delivery": {"result": "delivered"}, "bake": None},
+        "b": {"delivery": {"result": "deferred"}, "bake": None},
+        "c": {"delivery": None, "bake": None},
+    }
+    assert rules.delivered_terminals(entries) == ["a"]
+    assert rules.ring_policy("pilot", {"rollout_bake_s": 5})["bake_wait"] == {
+        "async_s": 605,
+        "pause_s": 5,
+        "delay_s": 2,
+        "retries": 301,
+    }
