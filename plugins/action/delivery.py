@@ -10,12 +10,12 @@ import datetime
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ipm.fleet.plugins.module_utils.maintenance_window import WindowError, site_zone
-from ansible_collections.ipm.fleet.plugins.plugin_utils.delivery_ledger import RESULTS
+from ansible_collections.ipm.fleet.plugins.plugin_utils.delivery_ledger import DEFAULT_KIND, KINDS, RESULTS
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("release", "result", "from_version", "reason", "details"))
+    _VALID_ARGS = frozenset(("release", "result", "from_version", "reason", "details", "kind"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -28,6 +28,7 @@ class ActionModule(ActionBase):
                 from_version=dict(type="str"),
                 reason=dict(type="str", default=""),
                 details=dict(type="dict"),
+                kind=dict(type="str", default=DEFAULT_KIND, choices=list(KINDS)),
             )
         )
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -43,6 +44,7 @@ class ActionModule(ActionBase):
             "release": str(args["release"]),
             "from_version": args.get("from_version"),
             "result": args["result"],
+            "kind": args.get("kind") or DEFAULT_KIND,
             "reason": args.get("reason") or "",
             "change_id": task_vars.get("change_id"),
             "ticket_id": task_vars.get("ticket_id"),

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: ipm.fleet maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Jinja2 filter ipm.fleet.terminal_parameters: the one layering rule (docs in terminal_parameters.yml)."""
+"""Jinja2 filters of the parameters: the one layering rule (ipm.fleet.terminal_parameters), what a change
+changes (ipm.fleet.parameter_diff) and how it ended (ipm.fleet.parameters_outcome,
+ipm.fleet.parameters_bake_outcome; logic in plugin_utils/parameter_diff.py). Docs beside, one .yml each."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter
+from ansible_collections.ipm.fleet.plugins.plugin_utils import parameter_diff as changes
 from ansible_collections.ipm.fleet.plugins.plugin_utils.filter_data import plain
 
 
@@ -48,8 +51,42 @@ def terminal_parameters(definition, customer=None, site=None, terminal=None, kep
     return layered
 
 
+def parameter_diff(wanted, current=None, definition=None, host=""):
+    """Which parameters change when WANTED replaces the CURRENT file under release DEFINITION, secrets masked."""
+    if not isinstance(definition, Mapping) or not isinstance(definition.get("parameters"), Mapping):
+        raise AnsibleFilterError(
+            "ipm.fleet.parameter_diff: definition must be the release's manifest (with parameters), got %s"
+            % type(definition).__name__
+        )
+    if not isinstance(wanted, Mapping):
+        raise AnsibleFilterError(
+            "ipm.fleet.parameter_diff: expected the wanted parameters as a mapping, got %s" % type(wanted).__name__
+        )
+    current = plain(current)
+    if current == "":
+        current = None  # an empty or missing file
+    return changes.parameter_diff(plain(definition), current, plain(wanted), str(host or ""))
+
+
+def parameters_outcome(state):
+    """The ledger entry (result, reason) of one terminal's parameters change, from the role's results."""
+    return changes.parameters_outcome(plain(state) if isinstance(state, Mapping) else {})
+
+
+def parameters_bake_outcome(result, restore=None):
+    """The ledger entry (result, reason) of the ring's bake of a terminal whose parameters changed."""
+    return changes.parameters_bake_outcome(
+        plain(result) if isinstance(result, Mapping) else {}, plain(restore) if isinstance(restore, Mapping) else {}
+    )
+
+
 class FilterModule:
     """ipm.fleet parameter filters."""
 
     def filters(self):
-        return {"terminal_parameters": terminal_parameters}
+        return {
+            "terminal_parameters": terminal_parameters,
+            "parameter_diff": parameter_diff,
+            "parameters_outcome": parameters_outcome,
+            "parameters_bake_outcome": parameters_bake_outcome,
+        }

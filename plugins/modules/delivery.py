@@ -24,7 +24,7 @@ options:
     description: What happened to the terminal.
     type: str
     required: true
-    choices: [delivered, already_current, rolled_back, failed, deferred, incompatible, not_reached]
+    choices: [delivered, already_current, baked, rolled_back, failed, deferred, incompatible, not_reached]
   from_version:
     description: The release the terminal ran before.
     type: str
@@ -34,6 +34,15 @@ options:
   details:
     description: Anything else worth keeping with the entry.
     type: dict
+  kind:
+    description:
+      - What was delivered - V(release), a release of the application (C(playbooks/rollout.yml)), or
+        V(parameters), the registry's parameters (C(playbooks/parameters.yml)); then O(release) is the
+        release the terminal runs, and the entry never changes what C(ipm-audit deliveries --running)
+        says it runs.
+    type: str
+    choices: [release, parameters]
+    default: release
 extends_documentation_fragment:
   - ipm.fleet.attributes
   - ipm.fleet.attributes.action
@@ -60,6 +69,14 @@ EXAMPLES = r"""
     release: "{{ release }}"
     result: deferred
     reason: "site window closed; next opens {{ window.next_opens_at }}"
+
+- name: Record a parameters change (the digests, never the values)
+  ipm.fleet.delivery:
+    kind: parameters
+    release: "2.4.0"
+    result: delivered
+    reason: "2 parameter(s) changed: currency, max_amount"
+    details: {parameters_sha256_before: "3f1c...", parameters_sha256_after: "9a0b..."}
 """
 
 RETURN = r"""
@@ -68,6 +85,6 @@ delivery:
   returned: always
   type: dict
   sample: {"terminal": "fr-lpd-001", "customer": "parkcite", "site": "lyon_part_dieu", "release": "2.4.0",
-           "from_version": "2.3.1", "result": "delivered", "reason": "", "change_id": "CHG-1042",
+           "from_version": "2.3.1", "result": "delivered", "kind": "release", "reason": "", "change_id": "CHG-1042",
            "time_utc": "2026-11-28T01:12:09+00:00", "time_local": "2026-11-28T02:12:09+01:00", "timezone": "Europe/Paris"}
 """

@@ -24,6 +24,10 @@ RESULTS = (
     "incompatible",
     "not_reached",
 )
+# What an entry delivered: a release (playbooks/rollout.yml) or parameters (playbooks/parameters.yml,
+# whose entries name the release the terminal runs and never move what it runs).
+KINDS = ("release", "parameters")
+DEFAULT_KIND = "release"
 
 
 def entries(records):
@@ -51,6 +55,7 @@ def entries(records):
                 "release": str(args.get("release")) if args.get("release") is not None else None,
                 "from_version": args.get("from_version"),
                 "result": args.get("result"),
+                "kind": args.get("kind") or DEFAULT_KIND,
                 "reason": args.get("reason") or "",
                 "operator": record.get("operator"),
                 "change_id": record.get("change_id"),
@@ -61,8 +66,10 @@ def entries(records):
     return found
 
 
-def matches(entry, customer=None, site=None, terminal=None, release=None, result=None):
-    """True when the entry passes every filter given."""
+def matches(entry, customer=None, site=None, terminal=None, release=None, result=None, kind=None):
+    """True when the entry passes every filter given (an entry without a kind is a release's)."""
+    if kind is not None and (entry.get("kind") or DEFAULT_KIND) != kind:
+        return False
     wanted = {"customer": customer, "site": site, "terminal": terminal, "release": release, "result": result}
     return all(value is None or entry.get(key) == value for key, value in wanted.items())
 
@@ -87,10 +94,12 @@ def running_releases(ledger):
     A delivery sets the release (since its time); a rollback or failure leaves the terminal on the
     release it came from; ``already_current`` confirms the release without moving ``since``; a bake
     that passed changes nothing, one that rolled the terminal back puts it on the release it came
-    from again.
+    from again. Parameters entries (kind ``parameters``) never change what a terminal runs: ignored.
     """
     state = {}
     for entry in ledger:
+        if (entry.get("kind") or DEFAULT_KIND) != "release":
+            continue
         terminal = entry["terminal"]
         known = state.get(terminal)
 

@@ -343,7 +343,7 @@ def cmd_deliveries(args) -> int:
     rows = [
         e
         for e in ledger
-        if delivery_ledger.matches(e, args.customer, args.site, args.terminal, args.release, args.result)
+        if delivery_ledger.matches(e, args.customer, args.site, args.terminal, args.release, args.result, args.kind)
     ]
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
@@ -353,7 +353,7 @@ def cmd_deliveries(args) -> int:
         reason = f"  ({row['reason']})" if row["reason"] else ""
         print(
             f"{when or '-'}  {row['terminal'] or '-':<16} {row['customer'] or '-':<18} {row['site'] or '-':<22} "
-            f"{row['from_version'] or '-'} -> {row['release'] or '-':<8} {row['result'] or '-':<16} {row['operator'] or '-'} {row['change_id'] or '-'}{reason}"
+            f"{row['from_version'] or '-'} -> {row['release'] or '-':<8} {row['kind'] or '-':<10} {row['result'] or '-':<16} {row['operator'] or '-'} {row['change_id'] or '-'}{reason}"
         )
     print(f"{len(rows)} delivery attempt(s)", file=sys.stderr)
     return 0
@@ -452,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terminal", help="terminal id")
     p.add_argument("--release", help="release version, e.g. 2.4.0")
     p.add_argument("--result", choices=delivery_ledger.RESULTS, help="only attempts with this result")
+    p.add_argument(
+        "--kind",
+        choices=delivery_ledger.KINDS,
+        help="only attempts of this kind: release (playbooks/rollout.yml) or parameters (playbooks/parameters.yml)",
+    )
     p.add_argument("--running", action="store_true", help="what each terminal runs, since when, delivered by whom")
     p.add_argument("--local", action="store_true", help="times in each site's own time zone")
     p.add_argument("--json", action="store_true", help="JSON instead of lines")

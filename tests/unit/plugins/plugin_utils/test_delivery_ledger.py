@@ -98,3 +98,17 @@ def test_a_bake_that_passed_changes_nothing_and_a_bake_rollback_puts_the_termina
     assert running["t2"]["release"] == "2.4.0" and running["t2"]["since"] == "2026-11-03T02:04:00Z"
     assert running["t2"]["operator"] == "carol"
     assert [e["result"] for e in ledger if dl.matches(e, result="baked")] == ["baked"]
+
+
+def test_parameters_entries_have_their_kind_and_never_move_what_a_terminal_runs():
+    parameters = dict(record("t1", "delivered", "2.4.0", "2.4.0", "2026-11-04T02:00:00Z", operator="dave"))
+    parameters["args"] = dict(parameters["args"], kind="parameters")
+    failed = dict(record("t4", "rolled_back", "2.4.0", "2.4.0", "2026-11-04T02:00:01Z"))
+    failed["args"] = dict(failed["args"], kind="parameters")
+    ledger = dl.entries([*RECORDS, parameters, failed])
+    assert [e["kind"] for e in ledger] == ["release"] * 5 + ["parameters"] * 2, "an entry without a kind is a release's"
+    assert [e["terminal"] for e in ledger if dl.matches(e, kind="parameters")] == ["t1", "t4"]
+    assert len([e for e in ledger if dl.matches(e, kind="release")]) == 5
+    running = dl.running_releases(ledger)
+    assert running["t1"]["operator"] == "alice" and running["t1"]["since"] == "2026-11-01T02:00:00Z"
+    assert "t4" not in running, "a parameters rollback says nothing about the release a terminal runs"
