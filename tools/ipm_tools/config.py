@@ -1,6 +1,9 @@
-"""ipm-config: configuration history of the fleet (snapshots), what changed, and drift from the registry.
+"""ipm-config: configuration history of the fleet (snapshots), what changed, drift from the registry,
+and where each of a terminal's parameters comes from (params).
 
-Snapshots are written by `ansible-playbook playbooks/snapshot.yml`; this tool reads them.
+Snapshots are written by `ansible-playbook playbooks/snapshot.yml`; this tool reads them. `params`
+reads the registry only: every effective value with the layer that set it, what is staged for a
+later release, and with --release what the terminal would run after an upgrade.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.config_history import (
     snapshot_as_of,
     terminals,
 )
+from ansible_collections.ipm.fleet.plugins.plugin_utils.parameter_provenance import (
+    ProvenanceError,
+    terminal_provenance,
+)
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path
 from ipm_tools import PROJECT_ROOT
 
 DEFAULT_STORE = os.environ.get("IPM_HISTORY_STORE", str(PROJECT_ROOT / "build" / "history"))
@@ -259,6 +267,156 @@ def cmd_drift(args):
     return 1 if args.fail_on_drift and summary["drifted"] else 0
 
 
+def _value(value):
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _having(releases):
+    if not releases:
+        return "no release of the catalog has it"
+    named = ", ".join(
+        item["release"] if item["as"] == item["name"] else "%s (as %s)" % (item["release"], item["as"])
+        for item in releases
+    )
+    return ("release %s has it" if len(releases) == 1 else "releases %s have it") % named
+
+
+def _print_parameters(resolved, explain):
+    parameters = resolved["parameters"]
+    width = max((len(name) for name in parameters), default=0)
+    for name, item in parameters.items():
+        print("  %s  %-28s from %s" % (name.ljust(width), _value(item["value"]), item["source"]))
+        if explain:
+            for entry in item["layers"]:
+                given = "" if entry["given"] == name else " (as %s)" % entry["given"]
+                reason = entry.get("reason", "")
+                verdict = reason if reason.startswith(entry["status"]) else "%s: %s" % (entry["status"], reason)
+                print("  %s    %-16s %-24s %s" % (" " * width, entry["layer"] + given, _value(entry["value"]), verdict))
+
+
+def _print_staged(staged, indent="  "):
+    for item in staged:
+        having = [dict(release, name=item["name"]) for release in item["releases"]]
+        print(
+            "%s%s = %s (%s layer): %s; %s"
+            % (indent, item["name"], _value(item["value"]), item["layer"], item["reason"], _having(having))
+        )
+
+
+def _print_problems(problems, indent="  "):
+    for item in problems:
+        given = "" if item["given"] == item["name"] else " (given as %s)" % item["given"]
+        new = " [new]" if item.get("new") else ""
+        print(
+            "%s%s%s (%s layer): expected %s, found %s%s"
+            % (indent, item["name"], given, item["layer"], item["expected"], item["found"], new)
+        )
+
+
+def _print_provenance(table, explain):
+    print(
+        "terminal %(terminal)s  (customer %(customer)s, site %(site)s, model %(model)s, %(status)s, release %(release)s)"
+        % table
+    )
+    current = table["current"]
+    if current is None:
+        print("  release %s is not in the catalog: nothing to layer against" % table["release"])
+    else:
+        print("\neffective parameters under %s (release defaults < customer < site < terminal):" % current["release"])
+        _print_parameters(current, explain)
+        if current["carried"]:
+            print("\ncarried by renames:")
+            for item in current["carried"]:
+                print("  %(from)s (%(layer)s layer) -> %(to)s" % item)
+        print(
+            "\nstaged (set aside, not applied under %s):" % current["release"] + ("" if current["staged"] else " none")
+        )
+        _print_staged(current["staged"])
+        if current["problems"]:
+            print("\nproblems (values %s refuses; `ipm-registry validate` reports them):" % current["release"])
+            _print_problems(current["problems"])
+    after = table["upgrade"]
+    if after is None:
+        return
+    model = after["model"]
+    print("\nafter an upgrade to %s:" % after["release"])
+    if model["supported"]:
+        print("  model %s: supported by %s" % (model["name"], after["release"]))
+    else:
+        print(
+            "  model %s: NOT supported by %s (it supports %s)"
+            % (model["name"], after["release"], ", ".join(model["models"]) or "none")
+        )
+    sections = (
+        ("carried by renames", ["%(from)s (%(layer)s layer) -> %(to)s" % item for item in after["carried"]]),
+        (
+            "newly applied (%s knows them)" % after["release"],
+            [
+                "%s = %s (%s layer)%s"
+                % (
+                    item["name"],
+                    _value(item["value"]),
+                    item["layer"],
+                    "" if item["parameter"] == item["name"] else " as " + item["parameter"],
+                )
+                for item in after["newly_applied"]
+            ],
+        ),
+        (
+            "now staged (%s does not know them)" % after["release"],
+            [
+                "%s = %s (%s layer)" % (item["name"], _value(item["value"]), item["layer"])
+                for item in after["now_staged"]
+            ],
+        ),
+    )
+    for title, lines in sections:
+        print("  %s:%s" % (title, "" if lines else " none"))
+        for line in lines:
+            print("    " + line)
+    print("  problems %s would refuse:%s" % (after["release"], "" if after["problems"] else " none"))
+    _print_problems(after["problems"], "    ")
+    print("  changed values:%s" % ("" if after["changes"] else " none"))
+    for change in after["changes"]:
+        before, now = change["before"], change["after"]
+        print(
+            "    %s: %s -> %s"
+            % (
+                change["name"],
+                "%s (%s)" % (_value(before["value"]), before["source"]) if before else "(not a parameter)",
+                "%s (%s)" % (_value(now["value"]), now["source"]) if now else "(not a parameter)",
+            )
+        )
+    print("  staged under %s:%s" % (after["release"], "" if after["staged"] else " none"))
+    _print_staged(after["staged"], "    ")
+    if explain:
+        print("\neffective parameters under %s:" % after["release"])
+        _print_parameters(after, explain)
+
+
+def cmd_params(args):
+    fleet, problems = load_fleet(args.inventory)
+    if not fleet.customers:
+        raise UsageError(
+            "no registry behind %s%s: `ipm-registry validate %s` says why"
+            % (args.inventory, " (%d problem(s))" % len(problems) if problems else "", args.inventory)
+        )
+    try:
+        table = terminal_provenance(fleet, args.terminal_id, args.release)
+    except ProvenanceError as error:
+        raise UsageError(str(error)) from None
+    if problems:
+        print(
+            "ipm-config: warning: the registry %s has %d problem(s), `ipm-registry validate` lists them"
+            % (display_path(fleet.registry_dir), len(problems)),
+            file=sys.stderr,
+        )
+    table["registry"] = display_path(fleet.registry_dir)
+    table["registry_problems"] = len(problems)
+    _print(table, args.json, lambda: _print_provenance(table, args.explain))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ipm-config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -298,6 +456,29 @@ def build_parser():
     selection(drift_parser)
     drift_parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any terminal drifted")
     drift_parser.set_defaults(func=cmd_drift)
+
+    params = commands.add_parser(
+        "params",
+        help="a terminal's effective parameters with the layer that set each, staged values, an upgrade's effect",
+        description="Every effective parameter of TERMINAL with the layer that set it (release default, customer, "
+        "site, terminal), what is staged for a later release, and with --release what it would run after an "
+        "upgrade. Reads the registry behind the inventory; secrets are masked.",
+    )
+    params.add_argument("terminal_id", metavar="TERMINAL", help="terminal id (inventory host name)")
+    params.add_argument(
+        "--release", metavar="X.Y.Z", help="also layer against this release of the catalog (an upgrade)"
+    )
+    params.add_argument(
+        "--explain", action="store_true", help="per parameter, every layer that sets it and which one wins, and why"
+    )
+    params.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    params.add_argument(
+        "-i",
+        "--inventory",
+        default=DEFAULT_INVENTORY,
+        help="the registry inventory or directory (default: %(default)s)",
+    )
+    params.set_defaults(func=cmd_params)
     return parser
 
 

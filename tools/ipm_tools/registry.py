@@ -1,6 +1,9 @@
 """ipm-registry: validate the fleet registry, list its terminals, show one terminal as playbooks see it.
 
     ipm-registry validate [PATH]          every problem (file:line: key path: ...), exit 1; else a summary
+    ipm-registry validate --release X [--customer C] [--site S] [PATH]
+                                          what breaks if those terminals move to release X, terminal by
+                                          terminal (models, parameter problems, staged notes), exit 1 if any
     ipm-registry list [-r PATH]           one line per terminal
     ipm-registry show TERMINAL [-r PATH]  its variables, its site and customer, its effective parameters
 
@@ -19,6 +22,7 @@ import sys
 
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter, mask
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_candidate
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, format_report, suggest
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan_for
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import DEFAULTS
@@ -58,9 +62,22 @@ def _fail_invalid(problems, output_format):
 
 
 def cmd_validate(args):
+    if args.release is None and (args.customer or args.site):
+        print(
+            "ipm-registry: error: --customer and --site choose the terminals of --release X; add --release",
+            file=sys.stderr,
+        )
+        return 2
     fleet, problems = _load(args)
     if problems:
+        if args.release is not None and args.format == "text":
+            print(
+                f"the registry has problems as it is: fix them, then check the move to {args.release}",
+                file=sys.stderr,
+            )
         return _fail_invalid(problems, args.format)
+    if args.release is not None:
+        return _validate_candidate(fleet, args)
     summary = _summary(fleet)
     if args.format == "json":
         print(json.dumps({"valid": True, "problems": [], "summary": summary}, indent=2))
@@ -72,6 +89,40 @@ def cmd_validate(args):
             f"releases {', '.join(summary['releases'])}"
         )
     return 0
+
+
+def _validate_candidate(fleet, args):
+    """``validate --release X``: what breaks if the chosen terminals move to X (exit 1 when anything does)."""
+    try:
+        result = registry_candidate.check_release(fleet, args.release, args.customer, args.site)
+    except registry_candidate.CandidateError as error:
+        print(f"ipm-registry: error: {error}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(registry_candidate.as_json(result), indent=2, ensure_ascii=False))
+        return 1 if result["breaks"] else 0
+    summary = registry_candidate.summary(result)
+    chosen = " of " + ", ".join(
+        f"{what} {value}" for what, value in (("customer", args.customer), ("site", args.site)) if value
+    )
+    chosen = chosen if args.customer or args.site else " of the fleet"
+    print(
+        f"release {args.release} for {summary['terminals']} maintained terminal(s){chosen}: "
+        f"{summary['breaking']} would break, {summary['terminals'] - summary['breaking']} would not"
+    )
+    for row in result["terminals"]:
+        verdict = "BREAKS" if row["breaks"] else "ok"
+        print(
+            f"  {row['terminal']} (customer {row['customer']}, site {row['site']}, model {row['model']}, "
+            f"now {row['release']}): {verdict}"
+        )
+        for item in row["problems"]:
+            print(f"    {item['problem']}")
+        for line in row["carried"]:
+            print(f"    carried: {line}")
+        for note in row["staged"]:
+            print(f"    staged: {note['text']}")
+    return 1 if result["breaks"] else 0
 
 
 def _row(customer, site, terminal):
@@ -209,6 +260,14 @@ def build_parser():
     validate.add_argument(
         "path", nargs="?", default=registry_default, help=f"registry or inventory path (default {registry_default})"
     )
+    validate.add_argument(
+        "--release",
+        metavar="X.Y.Z",
+        help="check instead what breaks if the terminals move to this release of the catalog: model support and "
+        "every layer's parameters, terminal by terminal (exit 1 when anything breaks)",
+    )
+    validate.add_argument("--customer", metavar="ID", help="with --release: only this customer's terminals")
+    validate.add_argument("--site", metavar="ID", help="with --release: only this site's terminals")
     validate.set_defaults(handler=cmd_validate)
 
     listing = sub.add_parser("list", parents=[common], help="list the terminals")

@@ -212,3 +212,90 @@ def test_drift_layers_against_the_desired_release_and_sets_staged_values_aside(t
     assert on_2["notes"] == [
         "max_amount (terminal): not a parameter of release 2.0.0, set aside for the release that has it"
     ]
+
+
+def test_params_shows_each_value_with_its_layer_and_an_upgrade(capsys, monkeypatch):
+    from ipm_tools import config
+
+    monkeypatch.chdir(ROOT)
+    inventory = str(ROOT / "inventories" / "demo")
+    assert config.main(["params", "us-nyp-003", "-i", inventory]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("terminal us-nyp-003  (customer metro-transit, site new-york-penn, model TK-110")
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and line.split()}
+    assert lines["language"].endswith("from terminal") and '"es"' in lines["language"]
+    assert lines["receipt_mode"].endswith("from customer") and lines["log_level"].endswith("from release 3.0.0")
+    assert "staged (set aside, not applied under 3.0.0): none" in out
+
+    assert config.main(["params", "us-nyp-003", "-i", inventory, "--release", "2.4.0", "--explain"]) == 0
+    out = capsys.readouterr().out
+    after = out.split("after an upgrade to 2.4.0:")[1]
+    assert "model TK-110: supported by 2.4.0" in after
+    assert 'tariff_zone = "1" (terminal layer)' in after.split("now staged")[1]
+    assert "receipt_mode (customer layer): expected one of" in after and "[new]" in after
+    assert 'customer         "en"' in out and "overridden by terminal" in out  # --explain: every layer
+
+
+def test_params_json_masks_secrets(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # --import-mode=importlib: helpers in tests/unit
+    import registry_builder as rb
+
+    from ipm_tools import config
+
+    config_file = rb.write(tmp_path)
+    assert config.main(["params", "a-001", "-i", str(config_file), "--release", "2.0.0", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["current"]["parameters"]["idle_timeout_s"] == {
+        "value": 90,
+        "source": "site",
+        "layers": [
+            {
+                "layer": "release 1.0.0",
+                "given": "idle_timeout_s",
+                "value": 60,
+                "status": "overridden",
+                "reason": "overridden by site",
+            },
+            {
+                "layer": "site",
+                "given": "idle_timeout_s",
+                "value": 90,
+                "status": "wins",
+                "reason": "the highest layer that sets it",
+            },
+        ],
+    }
+    assert document["upgrade"]["now_staged"] == [{"name": "max_amount", "layer": "terminal", "value": 150.0}]
+    assert document["current"]["parameters"]["payment_api_token"]["value"] == ""  # empty: nothing to hide
+
+    from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+
+    fleet, _ = reg.load_fleet(str(config_file))
+    fleet.find_terminal("a-001")[2]["parameters"]["payment_api_token"] = "s3cr3t-token"
+    original = config.load_fleet
+    try:
+        config.load_fleet = lambda _path: (fleet, [])
+        assert config.main(["--json", "params", "a-001", "--explain"]) == 0
+        out = capsys.readouterr().out
+        assert config.main(["params", "a-001", "--explain"]) == 0
+        out += capsys.readouterr().out
+    finally:
+        config.load_fleet = original
+    assert "s3cr3t" not in out and '"********"' in out
+
+
+def test_params_user_mistakes_are_one_line_with_exit_2(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    import registry_builder as rb
+
+    inventory = str(rb.write(tmp_path))
+    unknown = run([str(BIN / "ipm-config"), "params", "a-01", "-i", inventory])
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "no terminal 'a-01'" in unknown.stderr and "did you mean 'a-001'?" in unknown.stderr
+    release = run([str(BIN / "ipm-config"), "params", "a-001", "-i", inventory, "--release", "7.0"])
+    assert release.returncode == 2 and release.stderr.count("\n") == 1
+    assert release.stderr.strip().endswith("known releases: 1.0.0, 2.0.0")
+    nothing = run([str(BIN / "ipm-config"), "params", "a-001", "-i", str(tmp_path / "nowhere")])
+    assert nothing.returncode == 2 and "Traceback" not in nothing.stderr and nothing.stderr.count("\n") == 1
+    helped = run([str(BIN / "ipm-config"), "params", "--help"])
+    assert helped.returncode == 0 and "--explain" in helped.stdout and "--release" in helped.stdout
