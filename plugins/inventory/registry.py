@@ -27,6 +27,11 @@ description:
   - The configuration file name must end in C(.ipm_registry.yml) or C(.ipm_registry.yaml).
   - The variables C(compose), C(groups) and C(keyed_groups) can use are the host variables plus the facts of
     its site and customer groups.
+  - "Secret parameters (a release's C(secret: true), such as C(payment_api_token)) take Ansible Vault values in
+    the registry (C(!vault |), the output of C(ansible-vault encrypt_string)); a plain-text value fails the
+    inventory. They reach Ansible encrypted (C(EncryptedString)) and are decrypted only when a task uses them,
+    with the run's vault password (C(--vault-password-file) or C(--ask-vault-pass)); the inventory itself
+    never needs the password, and its cache keeps them encrypted."
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -108,9 +113,60 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fle
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import format_report  # noqa: E402
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan  # noqa: E402
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import fingerprint  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import (  # noqa: E402
+    VaultValue,
+    is_vault_value,
+    to_encrypted,
+)
 
 CONFIG_SUFFIXES = (".ipm_registry.yml", ".ipm_registry.yaml")
 FREEZE_MIN_HOSTS = 10000
+
+
+# The plan's parameter mappings, the only places the registry allows vault values: (group variable, ...).
+_GROUP_PARAMETERS = ("ipm_customer_parameters", "ipm_site_parameters")
+
+
+def encrypt_vaults(plan) -> list:
+    """Make the plan's vault values (secret parameters) Ansible ``EncryptedString`` values; return where they are.
+
+    Ansible decrypts them only when a task uses them, with the run's vault password. The places,
+    ``["g", group, variable, parameter]`` or ``["h", host index, parameter]``, go into the cache
+    beside the plan: Ansible's cache encoding stores an ``EncryptedString`` as its ciphertext but reads
+    it back as a plain string (ansible-core 2.19), and :func:`restore_vaults` makes it encrypted again.
+    """
+    places = []
+    for name, group_vars in plan["groups"].items():
+        for key in _GROUP_PARAMETERS:
+            for parameter, value in (group_vars.get(key) or {}).items():
+                if isinstance(value, VaultValue):
+                    group_vars[key][parameter] = to_encrypted(value)
+                    places.append(["g", name, key, parameter])
+    for index, host in enumerate(plan["hosts"]):
+        parameters = host[1].get("ipm_parameters") or {}
+        for parameter, value in parameters.items():
+            if isinstance(value, VaultValue):
+                parameters[parameter] = to_encrypted(value)
+                places.append(["h", index, parameter])
+    return places
+
+
+def restore_vaults(plan, places) -> bool:
+    """Make the vault values of a plan read from the cache encrypted again; False when the entry does not fit."""
+    try:
+        for place in places:
+            if place[0] == "g":
+                container, key = plan["groups"][place[1]][place[2]], place[3]
+            else:
+                container, key = plan["hosts"][place[1]][1]["ipm_parameters"], place[2]
+            value = container[key]
+            if not is_vault_value(value):
+                if not isinstance(value, str) or not value.startswith("$ANSIBLE_VAULT;"):
+                    return False
+                container[key] = to_encrypted(VaultValue(value))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _trust_in_place(container, trusted):
@@ -170,10 +226,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             except (KeyError, AttributeError, TypeError):
                 cache_needs_update = True
 
+        vaults = (cached.get("vaults") or []) if plan is not None else None
+        if plan is not None and not restore_vaults(plan, vaults):
+            plan = None  # an entry whose vault values cannot be made encrypted again: read the registry
+            cache_needs_update = True
         if plan is None:
             plan = self._plan(registry_dir, include_retired, workers)
+            vaults = encrypt_vaults(plan)
         if cache_needs_update:
-            self._cache[cache_key] = {"stamp": stamp, "plan": plan}
+            self._cache[cache_key] = {"stamp": stamp, "plan": plan, "vaults": vaults}
 
         self._populate(plan)
 

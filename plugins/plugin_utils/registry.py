@@ -28,6 +28,7 @@ import yaml
 
 from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import check_value
+from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_workers
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import (
     Problem,
@@ -48,6 +49,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import (
 )
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import ID_PATTERN, OBJECTS
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_yaml import InputLimitError, compose_file, load_file
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import VaultValue, vault_format_fault
 
 try:
     import zoneinfo
@@ -340,6 +342,7 @@ def _check_customer_file(fleet, data, rel, report, occur):
     customer_id = good(customer.get("id"), cspec["id"])
     if customer_id and _ID_RE.match(customer_id):
         occur(("customer id", customer_id, ("customer", "id")))
+    _check_secret_values(fleet, customer.get("parameters"), ("customer", "parameters"), report)
     customer_release = good(customer.get("release"), cspec["release"])
     if customer_release is not None:
         _check_release_name(fleet, customer_release, ("customer", "release"), report)
@@ -416,6 +419,7 @@ def _check_site(fleet, customer, site, base, report, occur):
                 report(
                     (*base, "windows", index, "days"), "a day listed twice", "each day once", describe(window["days"])
                 )
+    _check_secret_values(fleet, site.get("parameters"), (*base, "parameters"), report)
     site_release = good(site.get("release"), sspec["release"])
     if site_release is not None:
         _check_release_name(fleet, site_release, (*base, "release"), report)
@@ -455,6 +459,7 @@ def _check_site(fleet, customer, site, base, report, occur):
                         "one of " + ", ".join(map(str, model["interfaces"])),
                         describe(name),
                     )
+        _check_secret_values(fleet, terminal.get("parameters"), (*keys, "parameters"), report)
         version = desired_release(customer, site, terminal)
         release = None
         if version is None:
@@ -521,6 +526,9 @@ def _check_parameters(fleet, release, customer, site, terminal, keys, site_keys,
         "terminal": (*keys, "parameters"),
     }
     for problem in layered["problems"]:
+        layer = given[parameter_layers.LAYERS.index(problem["layer"])]
+        if isinstance(layer, dict) and isinstance(layer.get(problem["given"]), VaultValue):
+            continue  # a vault value is checked as one (_check_secret_values), its plain value never seen
         report(
             (*where[problem["layer"]], problem["given"]),
             f"value outside release {release.version}'s schema",
@@ -537,6 +545,86 @@ def _check_parameters(fleet, release, customer, site, terminal, keys, site_keys,
             "a parameter of " + release.file + " (or of another release of the catalog, to stage it)",
             describe(name),
         )
+
+
+def _secret_names(fleet) -> frozenset:
+    """Names of the parameters a release of the catalog holds secret (marked so, or named like one).
+
+    A name some release renames to a secret one counts too: its value is carried to the secret.
+    """
+    names = fleet.__dict__.get("_secret_names")
+    if names is None:
+        secret = {
+            name
+            for release in fleet.releases.values()
+            for name, spec in release.parameters.items()
+            if is_secret_parameter(name, spec)
+        }
+        secret.update(
+            old for release in fleet.releases.values() for old, new in release.renamed.items() if new in secret
+        )
+        names = fleet.__dict__["_secret_names"] = frozenset(secret)
+    return names
+
+
+def _known(name, fleet) -> bool:
+    return any(name in release.parameters or name in release.renamed for release in fleet.releases.values())
+
+
+def _check_secret_values(fleet, values, keys, report):
+    """Secrets take Ansible Vault values only, and vault values are for secrets only, at any layer.
+
+    A secret parameter's value must be ``!vault`` ciphertext (``ansible-vault encrypt_string``) or empty
+    (not set); a vault value must be well-formed ciphertext of a secret parameter (anything else is
+    compared with the terminal by drift, which cannot read ciphertext). Nothing is decrypted, and no
+    message ever quotes a plain value. Names no release knows are left to the layering check (a typo).
+    """
+    if not isinstance(values, dict) or not fleet.releases:
+        return
+    secret = _secret_names(fleet)
+    for name, value in values.items():
+        if not isinstance(name, str):
+            continue
+        if isinstance(value, VaultValue):
+            fault = vault_format_fault(value)
+            if fault is not None:
+                report(
+                    (*keys, name),
+                    "malformed vault value",
+                    f"the output of: ansible-vault encrypt_string --name {name} 'VALUE'",
+                    fault,
+                )
+            elif name not in secret and _known(name, fleet):
+                report(
+                    (*keys, name),
+                    "vault value for a parameter that is not secret",
+                    "a plain value (only secret parameters such as "
+                    + (", ".join(sorted(n for n in secret if _known_directly(n, fleet))) or "none")
+                    + " are vault-encrypted; drift compares the others with the terminal)",
+                    "a vault-encrypted value",
+                )
+        elif name in secret and value not in (None, ""):
+            report(
+                (*keys, name),
+                "secret parameter in plain text",
+                f"a vault-encrypted value: ansible-vault encrypt_string --name {name} 'VALUE' "
+                "(paste its output here), or an empty string for none",
+                f"a plain {_kind_of(value)} (not shown)",
+            )
+
+
+def _known_directly(name, fleet) -> bool:
+    return any(name in release.parameters for release in fleet.releases.values())
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
 
 
 def _locate(problems):

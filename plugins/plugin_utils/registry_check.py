@@ -17,6 +17,7 @@ import os
 import re
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import ID_PATTERN, NAME_PATTERN, OBJECTS, Field
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import VaultValue
 
 _PATTERNS: dict[str, re.Pattern] = {}
 
@@ -95,6 +96,8 @@ def describe(value) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, VaultValue):
+        return "a vault-encrypted value"
     if isinstance(value, str):
         shown = value if len(value) <= 60 else value[:57] + "..."
         return repr(shown)
@@ -159,8 +162,20 @@ def _is_scalar(value) -> bool:
     return isinstance(value, (str, int, float, bool))
 
 
+def _vault_misplaced(keys, report) -> bool:
+    report(
+        keys,
+        "vault value outside parameters",
+        "a plain value (!vault values are for the secret parameters under parameters:)",
+        "a vault-encrypted value",
+    )
+    return False
+
+
 def _check_value(field: Field, value, keys, report, seen) -> bool:
     """Check one value against its field; report faults; True when it can be used further."""
+    if isinstance(value, VaultValue):
+        return _vault_misplaced(keys, report)
     if not type_ok(field.kind, value):
         report(keys, "wrong type", _EXPECTED[field.kind], describe(value))
         return False
@@ -226,6 +241,11 @@ def _check_items(field: Field, value, keys, report, seen) -> bool:
             if not isinstance(key, str):
                 report((*keys, key), "key is not a string", "a name", describe(key))
                 clean = False
+            elif field.kind == "settings" and (
+                isinstance(item, VaultValue)
+                or (isinstance(item, list) and any(isinstance(i, VaultValue) for i in item))
+            ):
+                clean = _vault_misplaced((*keys, key), report)
             elif not (
                 _is_scalar(item) or (field.kind == "settings" and isinstance(item, list) and all(map(_is_scalar, item)))
             ):

@@ -6,7 +6,8 @@
 :func:`load_yaml` parses one file with PyYAML's C parser (when available) and a lean constructor for
 the plain strings, mappings and lists that make up nearly all of a registry, with PyYAML's safe
 constructor for the rest (merge keys, other tags); :func:`load_file` turns what goes wrong into a
-:class:`~.registry_check.Problem`.
+:class:`~.registry_check.Problem`. Ansible's ``!vault`` tag (``ansible-vault encrypt_string`` output)
+is read on every path as a :class:`~.vault_values.VaultValue`: the ciphertext, never decrypted.
 
 Every path (fast or slow constructor, the second reading that finds line numbers, the catalog and
 inventory configuration files) goes through the same input limits, so a small file cannot keep a
@@ -25,6 +26,7 @@ import os
 import yaml
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import Problem
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import VAULT_TAG, VaultValue
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -48,7 +50,25 @@ MAX_DEPTH = 64
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
-_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_VAULT = VAULT_TAG
+
+
+class _RegistryConstructor(yaml.constructor.SafeConstructor):
+    """PyYAML's safe constructor plus Ansible's ``!vault`` tag (the ciphertext is carried, not decrypted)."""
+
+    def construct_vault(self, node):
+        if not isinstance(node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the {VAULT_TAG} tag needs a string (the output of ansible-vault encrypt_string), found a {_kind(node)}",
+                node.start_mark,
+            )
+        return VaultValue(node.value)
+
+
+_RegistryConstructor.add_constructor(_VAULT, _RegistryConstructor.construct_vault)
+_CONSTRUCTOR = _RegistryConstructor()
 _SCALAR = yaml.ScalarNode
 _MAPPING = yaml.MappingNode
 _SEQUENCE = yaml.SequenceNode
@@ -262,6 +282,8 @@ def _construct_tree(node, level, counts):
     if kind is _SCALAR:
         if tag == _STR:
             return node.value
+        if tag == _VAULT:
+            return VaultValue(node.value)
         constructor = _CONSTRUCTOR.yaml_constructors.get(tag)
         if constructor is None:
             raise _SlowPath
@@ -294,6 +316,8 @@ def _construct_shared(node, memo):
     if kind is _SCALAR:
         if tag == _STR:
             return node.value
+        if tag == _VAULT:
+            return VaultValue(node.value)
         constructor = _CONSTRUCTOR.yaml_constructors.get(tag)
         if constructor is None:
             raise _SlowPath
@@ -362,8 +386,8 @@ def read_yaml(path: str):
 
 
 def _construct_slowly(root):
-    # PyYAML's safe constructor on the measured graph (what yaml.load would build from the same file).
-    return yaml.constructor.SafeConstructor().construct_document(root)
+    # PyYAML's safe constructor (plus ``!vault``) on the measured graph: what yaml.load would build.
+    return _RegistryConstructor().construct_document(root)
 
 
 def load_yaml(path: str):
