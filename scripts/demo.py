@@ -2,8 +2,9 @@
 
 Each stage runs a real capability of the project against the demo registry (inventories/demo) and
 its terminals booted as lab terminals: validate the registry, boot the fleet, snapshot every
-terminal's configuration, report compatibility, roll out a release ring by ring, show drift, verify
-the audit trail and list the delivery ledger. The demo keeps its audit log and history under
+terminal's configuration, report compatibility, roll out a release ring by ring, show drift, put the
+registry's parameters on the terminals ring by ring and show drift again (none), verify the audit
+trail and list the delivery ledger. The demo keeps its audit log and history under
 build/demo. Lab terminals booted here are stopped at the end, also on failure, unless --keep.
 """
 
@@ -101,13 +102,28 @@ def main() -> int:
         run([tool("ansible-playbook"), "playbooks/snapshot.yml"])
         subprocess.run([tool("ipm-config"), "drift"], cwd=ROOT, check=False)
 
+        banner("8. parameters: the registry's parameters ring by ring (masked diff, bake, rollback), then drift again")
+        run(
+            [
+                tool("ansible-playbook"),
+                "playbooks/parameters.yml",
+                "-e",
+                "change_id=CHG-DEMO-2",
+                "-e",
+                json.dumps({"window": "ignore", "window_justification": "demo on lab terminals, booted at any hour"}),
+            ]
+        )
+        run([tool("ansible-playbook"), "playbooks/snapshot.yml"])
+        subprocess.run([tool("ipm-config"), "drift"], cwd=ROOT, check=False)
+
         audit_tool = tool("ipm-audit")
-        banner("8. the audit trail: verify the chain, then who delivered what where")
+        banner("9. the audit trail: verify the chain, then who delivered what where")
         run([audit_tool, "verify"])
         run([audit_tool, "list", "--module", "ipm.fleet.delivery", "--change", "CHG-DEMO-1"])
+        run([audit_tool, "deliveries", "--kind", "parameters"])
     finally:
         if booted and not args.keep:
-            banner("9. stop the demo's lab terminals")
+            banner("10. stop the demo's lab terminals")
             subprocess.run([lab_tool, "down", "--missing-ok", *demo_terminals()], cwd=ROOT, check=False)
     banner("done")
     return 0
