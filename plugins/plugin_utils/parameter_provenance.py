@@ -19,12 +19,14 @@ Values of secret parameters are masked (``module_utils/secret_values.py``). Cont
 
 from __future__ import annotations
 
+import functools
+
 from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import version_tuple
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter, mask
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import desired_release
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, suggest
-from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import is_vault_value
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import VaultValue
 
 APPLIED, CARRIED, STAGED, REFUSED = "applied", "carried", "staged", "refused"
 
@@ -74,9 +76,14 @@ def secret_names(fleet):
     return secret
 
 
+@functools.lru_cache(maxsize=4096)
+def _named_like_a_secret(name):
+    return is_secret_parameter(name)
+
+
 def shown(name, value, secrets):
-    """VALUE as it may be printed: masked for a secret parameter (or any vault value)."""
-    if name in secrets or is_secret_parameter(name) or is_vault_value(value):
+    """VALUE as it may be printed: masked for a secret parameter (or any vault value of the registry)."""
+    if name in secrets or isinstance(value, VaultValue) or (isinstance(name, str) and _named_like_a_secret(name)):
         return mask(value)
     return value
 
@@ -101,7 +108,34 @@ def _layer_values(customer, site, terminal):
     ]
 
 
-def resolve(fleet, release, customer, site, terminal, secrets=None):
+def _layer_records(fleet, release, layer, values, secrets):
+    """What LAYER's VALUES do on their own under RELEASE, by the layering rule: one record per name.
+
+    ``(status, name, parameter, value shown, detail)``: detail is the reason of a staged value (with
+    the releases having it), the fault of a refused one, or None.
+    """
+    version = release.version
+    alone = parameter_layers.layer_parameters(release.definition, **{layer: values})
+    staged_names = {item["name"] for item in alone["staged"]}
+    refused = {item["given"]: item for item in alone["problems"]}
+    records = []
+    for name in sorted(values, key=str):
+        value = shown(name, values[name], secrets)
+        target = name if name in release.parameters else release.renamed.get(name, name)
+        if name in staged_names:
+            if target != name and target in values:
+                reason = f"renamed {target} in {version}, which the same layer sets: set aside"
+            else:
+                reason, target = f"not a parameter of release {version}: set aside", name
+            records.append((STAGED, name, target, value, (reason, releases_having(fleet, name))))
+        elif name in refused:
+            records.append((REFUSED, name, refused[name]["name"], value, refused[name]))
+        else:
+            records.append((CARRIED if target != name else APPLIED, name, target, value, None))
+    return records
+
+
+def resolve(fleet, release, customer, site, terminal, secrets=None, cache=None):
     """The terminal's parameters under RELEASE, with the provenance of each value.
 
     Returns ``{release, parameters, staged, problems, carried, notes, given}``:
@@ -119,13 +153,15 @@ def resolve(fleet, release, customer, site, terminal, secrets=None):
         [{from, to, layer, value}]: values carried to a renamed parameter.
     ``given``
         {(layer, name as written): (status, parameter)}, for comparing two releases.
+
+    CACHE, a dict kept while the fleet does not change, saves working out again what one customer
+    or site layer does under one release (the terminals of a site share them).
     """
     secrets = secret_names(fleet) if secrets is None else secrets
     version = release.version
-    definition = release.definition
     layers = _layer_values(customer, site, terminal)
-    together = parameter_layers.layer_parameters(definition, *(values for _, values in layers))
-    effective = parameter_layers.effective_parameters(definition, together)
+    together = parameter_layers.layer_parameters(release.definition, *(values for _, values in layers))
+    effective = parameter_layers.effective_parameters(release.definition, together)
     entries = {name: [] for name in release.parameters}
     for name, spec in release.parameters.items():
         if "default" in spec:
@@ -134,62 +170,55 @@ def resolve(fleet, release, customer, site, terminal, secrets=None):
             )
     staged, problems, carried, given_status = [], [], [], {}
     for layer, values in layers:
-        alone = parameter_layers.layer_parameters(definition, **{layer: values})
-        staged_names = {item["name"] for item in alone["staged"]}
-        refused = {item["given"]: item for item in alone["problems"]}
-        for name in sorted(values, key=str):
-            value = shown(name, values[name], secrets)
-            target = name if name in release.parameters else release.renamed.get(name, name)
-            if name in staged_names:
-                if target != name and target in values:
-                    reason = f"renamed {target} in {version}, which the same layer sets: set aside"
+        key = (version, layer, id(values))
+        kept = cache.get(key) if cache is not None and layer != "terminal" else None
+        if kept is not None and kept[0] is values:
+            records = kept[1]
+        else:
+            records = _layer_records(fleet, release, layer, values, secrets)
+            if cache is not None and layer != "terminal":
+                cache[key] = (values, records)  # the values are kept too: their id stays theirs
+        for status, name, target, value, detail in records:
+            given_status[layer, name] = (status, target)
+            if status == STAGED:
+                reason, having = detail
+                staged.append({"name": name, "layer": layer, "value": value, "reason": reason, "releases": having})
+                if target != name:
                     entries.setdefault(target, []).append(
                         {"layer": layer, "given": name, "value": value, "status": "set aside", "reason": reason}
                     )
-                else:
-                    reason = f"not a parameter of release {version}: set aside"
-                staged.append(
-                    {
-                        "name": name,
-                        "layer": layer,
-                        "value": value,
-                        "reason": reason,
-                        "releases": releases_having(fleet, name),
-                    }
-                )
-                given_status[layer, name] = (STAGED, name)
-                continue
-            if name in refused:
-                fault = refused[name]
+            elif status == REFUSED:
                 problems.append(
                     {
-                        "name": fault["name"],
+                        "name": target,
                         "given": name,
                         "layer": layer,
                         "value": value,
-                        "expected": fault["expected"],
-                        "found": fault["found"],
+                        "expected": detail["expected"],
+                        "found": detail["found"],
                     }
                 )
-                entries.setdefault(fault["name"], []).append(
+                entries.setdefault(target, []).append(
                     {
                         "layer": layer,
                         "given": name,
                         "value": value,
                         "status": "refused",
-                        "reason": f"release {version} expects {fault['expected']}, found {fault['found']}",
+                        "reason": f"release {version} expects {detail['expected']}, found {detail['found']}",
                     }
                 )
-                given_status[layer, name] = (REFUSED, fault["name"])
-                continue
-            entry = {"layer": layer, "given": name, "value": value}
-            if target != name:
-                entry["reason"] = f"carried: {name} is renamed {target} in {version}"
+            elif status == CARRIED:
                 carried.append({"from": name, "to": target, "layer": layer, "value": value})
-                given_status[layer, name] = (CARRIED, target)
+                entries.setdefault(target, []).append(
+                    {
+                        "layer": layer,
+                        "given": name,
+                        "value": value,
+                        "reason": f"carried: {name} is renamed {target} in {version}",
+                    }
+                )
             else:
-                given_status[layer, name] = (APPLIED, name)
-            entries.setdefault(target, []).append(entry)
+                entries.setdefault(target, []).append({"layer": layer, "given": name, "value": value})
     parameters = {}
     for name, item in effective.items():
         source = item["source"]
@@ -259,14 +288,23 @@ def upgrade(fleet, current, target_release, customer, site, terminal, secrets=No
     target["now_staged"] = now_staged
     old = current["parameters"] if current else {}
     new = target["parameters"]
+    # A parameter the target renamed is compared with its old name's value (one change, or none).
+    renamed_from = {
+        new_name: old_name
+        for old_name, new_name in target_release.renamed.items()
+        if old_name in old and old_name not in new and new_name in new and new_name not in old
+    }
     changes = []
-    for name in [*new, *(n for n in old if n not in new)]:
-        was = old.get(name)
+    for name in [*new, *(n for n in old if n not in new and n not in renamed_from.values())]:
+        was = old.get(renamed_from.get(name, name))
         now = new.get(name)
         was_brief = {"value": was["value"], "source": was["source"]} if was else None
         now_brief = {"value": now["value"], "source": now["source"]} if now else None
         if was_brief is None or now_brief is None or _differ(was_brief, now_brief):
-            changes.append({"name": name, "before": was_brief, "after": now_brief})
+            change = {"name": name, "before": was_brief, "after": now_brief}
+            if name in renamed_from:
+                change["renamed_from"] = renamed_from[name]
+            changes.append(change)
     target["changes"] = changes
     return target
 

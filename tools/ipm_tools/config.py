@@ -382,7 +382,9 @@ def _print_provenance(table, explain):
         print(
             "    %s: %s -> %s"
             % (
-                change["name"],
+                change["name"]
+                if "renamed_from" not in change
+                else "%s (was %s)" % (change["name"], change["renamed_from"]),
                 "%s (%s)" % (_value(before["value"]), before["source"]) if before else "(not a parameter)",
                 "%s (%s)" % (_value(now["value"]), now["source"]) if now else "(not a parameter)",
             )

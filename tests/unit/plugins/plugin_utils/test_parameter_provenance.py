@@ -105,8 +105,24 @@ def test_an_upgrade_carries_renamed_values_applies_staged_ones_and_names_what_it
     assert changes["currency"]["before"] == {"value": "USD", "source": "site"}
     assert changes["payment_enabled"]["after"] is None
     assert changes["tariff_zone"]["after"] == {"value": "B", "source": "customer"}
-    # The same default of both releases is no change.
+    # The same default of both releases is no change, nor is a value carried to its new name.
     assert "payment_api_token" not in changes and "idle_timeout_s" not in changes
+    assert "max_transaction_amount" not in changes and "max_amount" not in changes
+
+
+def test_a_renamed_parameter_whose_value_changes_is_one_change_naming_the_old_name(tmp_path):
+    customers = layered_customers()
+    customers["alpha.yml"]["sites"][0]["terminals"][0]["parameters"] = {}
+    customers["alpha.yml"]["sites"][0]["parameters"]["max_transaction_amount"] = 1500.0  # staged under 1.0.0
+    after = pp.terminal_provenance(fleet_of(tmp_path, customers), "a-001", "1.1.0")["upgrade"]
+    changes = {change["name"]: change for change in after["changes"]}
+    assert changes["max_transaction_amount"] == {
+        "name": "max_transaction_amount",
+        "before": {"value": 200.0, "source": "release 1.0.0"},
+        "after": {"value": 1500.0, "source": "site"},
+        "renamed_from": "max_amount",
+    }
+    assert "max_amount" not in changes
 
 
 def test_an_unsupported_model_is_said(tmp_path):
