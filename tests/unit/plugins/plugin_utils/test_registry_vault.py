@@ -253,3 +253,25 @@ def test_ansible_decrypts_the_inventory_value_only_when_used_and_the_cache_keeps
         (cached,) = list(cache_dir.iterdir())
         assert vault["canary"] not in cached.read_text()
         assert "$ANSIBLE_VAULT;1.1;AES256" in cached.read_text()
+
+
+def test_a_cache_entry_whose_vault_value_was_replaced_is_not_trusted(tmp_path, vault):
+    # A cache file edited so that the token is plain text: the plugin reads the registry again
+    # instead of handing Ansible a plain string where the registry has a vault value.
+    config, _path = write_with_pasted_token(tmp_path, vault)
+    cache_dir = tmp_path / "cache"
+    config.write_text(
+        "plugin: ipm.fleet.registry\nregistry: registry\ncache: true\n"
+        f"cache_plugin: ansible.builtin.jsonfile\ncache_connection: {cache_dir}\n"
+    )
+    assert ansible("ansible-inventory", "-i", str(config), "--list").returncode == 0
+    (cached,) = list(cache_dir.iterdir())
+    ciphertext = json.dumps(str(vault["ciphertext"]))[1:-1]
+    text = cached.read_text()
+    assert json.dumps(ciphertext)[1:-1] in text
+    cached.write_text(text.replace(json.dumps(ciphertext)[1:-1], "plain-from-the-cache"))
+    use = ["-m", "ansible.builtin.debug", "-a", "msg='token {{ ipm_parameters.payment_api_token }}'"]
+    result = ansible("ansible", "-i", str(config), "a-001", *use, "--vault-password-file", str(vault["passwords"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"token {vault['canary']}" in result.stdout
+    assert "plain-from-the-cache" not in result.stdout
