@@ -57,3 +57,19 @@ def test_terminal_parameters_filter_stages_and_lists_secrets():
     assert result["secret_names"] == ["payment_api_token"]
     with pytest.raises(AnsibleFilterError, match="site parameters must be a mapping"):
         terminal_parameters(manifest, {}, "oops")
+
+
+def test_filters_hand_untagged_plain_values_to_the_rules():
+    # A decrypted vault value reaches a filter as a tagged str; written back by to_nice_yaml it would
+    # come out as "!vault" ciphertext, which ipm-app cannot read.
+    from ansible._internal._datatag._tags import Origin
+    from ansible.module_utils._internal._datatag import AnsibleTagHelper
+
+    from ansible_collections.ipm.fleet.plugins.plugin_utils.filter_data import plain
+
+    tagged = Origin(path="/registry/customers/x.yml").tag("token-value")
+    assert AnsibleTagHelper.tags(tagged)
+    result = plain({"payment_api_token": tagged, "timeout": Origin(path="/x").tag(30), "flags": [True, None, 1.5]})
+    assert result == {"payment_api_token": "token-value", "timeout": 30, "flags": [True, None, 1.5]}
+    assert type(result["payment_api_token"]) is str and type(result["timeout"]) is int
+    assert not AnsibleTagHelper.tags(result["payment_api_token"])
