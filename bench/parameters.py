@@ -14,7 +14,7 @@ each in a fresh process, in alternating rounds (median of the rounds):
   ``ipm-registry validate --release 3.0.0``);
 * **inventory**: ``ansible-inventory -i <registry> --list`` (what every playbook run pays).
 
-    .venv/bin/python bench/parameters.py                 # 10,000 terminals, 3 rounds
+    .venv/bin/python bench/parameters.py                 # 10,000 terminals, 5 rounds
     .venv/bin/python bench/parameters.py --quick         # 1,000 terminals, 1 round
 
 Last line: ``parameters terminals=<N> validate_s=<s> inventory_s=<s> ratio=<r>`` (wall seconds,
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--terminals", type=int, default=10000, help="terminals in the synthetic fleet (default 10000)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, medians reported (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds, medians reported (default 5)")
     parser.add_argument("--quick", action="store_true", help="1,000 terminals, 1 round")
     parser.add_argument("--keep", action="store_true", help="keep the generated registry and print where")
     parser.add_argument("--side", choices=["parameters"], help=argparse.SUPPRESS)  # internal: one timed side

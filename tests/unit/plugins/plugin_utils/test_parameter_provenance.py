@@ -12,6 +12,7 @@ import yaml
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import MASK
 from ansible_collections.ipm.fleet.plugins.plugin_utils import parameter_provenance as pp
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import VaultValue
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # --import-mode=importlib: helpers in tests/unit
 import registry_builder as rb
@@ -148,12 +149,13 @@ def test_a_renamed_value_is_set_aside_when_the_same_layer_sets_the_new_name(tmp_
 
 def test_secrets_are_masked_everywhere(tmp_path):
     fleet = fleet_of(tmp_path, layered_customers())
-    _customer, site, terminal = fleet.find_terminal("a-001")
+    customer, site, terminal = fleet.find_terminal("a-001")
     terminal["parameters"]["payment_api_token"] = "s3cr3t-token"
     site["parameters"]["token"] = "other-s3cr3t"  # named like a secret, known to no release: staged
+    customer["parameters"]["payment_api_token"] = VaultValue("$ANSIBLE_VAULT;1.1;AES256\n6332336372337433")
     table = pp.terminal_provenance(fleet, "a-001", "1.1.0")
     text = json.dumps(table)
-    assert "s3cr3t" not in text
+    assert "s3cr3t" not in text and "ANSIBLE_VAULT" not in text
     assert table["current"]["parameters"]["payment_api_token"]["value"] == MASK
     assert table["upgrade"]["parameters"]["payment_api_token"]["layers"][-1]["value"] == MASK
 
