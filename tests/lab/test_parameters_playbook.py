@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,49 @@ def test_3_parameters_the_application_cannot_start_on_are_rolled_back_on_the_can
         check=False,
     )
     assert json.loads(releases.stdout) == [], "parameters entries are not release deliveries"
+
+
+def test_4_a_terminal_that_turns_unhealthy_during_the_bake_gets_its_previous_parameters_back(fleet):
+    # After test 3 the canary is healthy on its previous parameters. New ones pass the delivery's
+    # health check; during the canary's 30 s bake its ipm-app is stopped (as a crash would): the bake
+    # sees it, the previous file goes back, ipm-app is restarted on it, and the run halts.
+    canary = named(fleet, "par1")
+    before = digests(fleet)
+    set_parameters(fleet, "acme", {"currency": "USD"}, sites={"sydney": {"max_amount": 150.0}})
+    command = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(fleet["inventory"]),
+        *canary_parameters(fleet, fleet["registry"].parent),
+        str(PROJECT_ROOT / "playbooks" / "parameters.yml"),
+        *["-e", "change_id=CHG-7013", "-e", "rollout_bake_s_canary=30", "-e", "rollout_bake_interval_s=1"],
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(fleet["audit"]), cwd=PROJECT_ROOT
+    )
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Baking ring canary" in line:
+                time.sleep(3)
+                stopped = subprocess.run(
+                    [str(BIN / "ipm-lab"), "ssh", canary, "systemctl stop ipm-app"], capture_output=True, check=False
+                )
+                assert stopped.returncode == 0, stopped.stderr
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = " ".join("".join(lines).split())
+    assert process.returncode == 2, output[-4000:]
+    assert "ROLLOUT HALTED in ring canary" in output and "failed during bake" in output, output[-4000:]
+    assert f"canary {canary} rolled_back" in output, output[-4000:]
+    assert "Baking ring pilot" not in output, "the pilot ring must not start"
+    assert digests(fleet) == before, "the canary is back on its previous file; pilot and broad untouched"
+    health = subprocess.run([str(BIN / "ipm-lab"), "status", "--json"], capture_output=True, text=True, check=False)
+    app = {row["terminal"]: row for row in json.loads(health.stdout)}[canary]["app"] or {}
+    assert app.get("status") == "ok", app
+    entries = [e for e in ledger(fleet) if e["change_id"] == "CHG-7013"]
+    assert [(e["terminal"], e["result"]) for e in entries] == [(canary, "delivered"), (canary, "rolled_back")]
+    assert entries[1]["reason"].startswith("failed during bake: "), entries[1]["reason"]
