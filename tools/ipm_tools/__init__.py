@@ -14,3 +14,18 @@ _COLLECTIONS = PROJECT_ROOT / "collections"
 
 if _COLLECTIONS.is_dir() and str(_COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(_COLLECTIONS))
+
+
+def closed_output() -> int:
+    """What a tool returns when its reader went away (``ipm-config ... | head``): no traceback, no noise.
+
+    Standard output is pointed at /dev/null so that Python's final flush does not complain again.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -33,6 +33,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (
     load_key,
     verify_log,
 )
+from ipm_tools import closed_output
 
 DEFAULT_LOG = "~/.ipm/audit/audit.jsonl"
 DEFAULT_KEY = "~/.ipm/audit.key"
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ipm-audit: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        return 0
+        return closed_output()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.parameter_provenance imp
 )
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path
-from ipm_tools import PROJECT_ROOT
+from ipm_tools import PROJECT_ROOT, closed_output
 
 DEFAULT_STORE = os.environ.get("IPM_HISTORY_STORE", str(PROJECT_ROOT / "build" / "history"))
 DEFAULT_INVENTORY = str(PROJECT_ROOT / "inventories" / "demo")
@@ -491,6 +491,8 @@ def main(argv=None):
     except (UsageError, HistoryError) as error:
         print("ipm-config: %s" % error, file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return closed_output()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_candidat
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, format_report, suggest
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan_for
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import DEFAULTS
+from ipm_tools import closed_output
 
 DEFAULT_PATH = "inventories/demo"
 
@@ -289,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        return closed_output()
     except OSError as exc:
         print(f"ipm-registry: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest as rm
 from ansible_collections.ipm.fleet.plugins.module_utils import release_switch as rs
-from ipm_tools import PROJECT_ROOT
+from ipm_tools import PROJECT_ROOT, closed_output
 
 ReleaseError = rm.ReleaseError
 
@@ -355,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:
+        return closed_output()
     except ReleaseError as exc:
         print(f"ipm-release: error: {exc}", file=sys.stderr)
         return 1
