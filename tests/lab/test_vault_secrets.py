@@ -205,11 +205,6 @@ def words(result: subprocess.CompletedProcess) -> str:
     return " ".join((result.stdout + result.stderr).split())
 
 
-ROLE_RENDERS_VAULT = (
-    "roles/app_parameters renders the decrypted token back as `!vault |` ciphertext (ansible-core 2.19's "
-    "to_nice_yaml dumps a value that carries the VaultedValue tag as its ciphertext) and ipm-app --check-config "
-    "refuses the file: plugins/plugin_utils/filter_data.py plain() (or the role) must untag it (not this change's files)"
-)
 ROLE_UNDECRYPTABLE = (
     "roles/app_parameters fails on an undecryptable vault value with Ansible's own template error "
     "(Attempt to use undecryptable variable) at 'Compose the parameters', naming neither the parameter nor "
@@ -228,7 +223,6 @@ def test_1_check_mode_with_diff_changes_nothing(fleet):
     assert on_terminal(fleet, "sha256sum /etc/ipm/app.yml") == before, "check mode changes nothing"
 
 
-@pytest.mark.xfail(strict=True, reason=ROLE_RENDERS_VAULT)
 def test_2_the_role_writes_the_secret_to_the_terminal(fleet):
     applied = role(fleet, *vault_options(fleet), "--diff")
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -267,6 +261,30 @@ def test_4_the_undecryptable_secret_error_names_the_parameter_and_what_to_do(fle
     text = words(role(fleet, *_wrong_password(fleet, password)))
     assert fleet["terminal"] in text and "payment_api_token" in text, text
     assert "--vault-password-file" in text and "--ask-vault-pass" in text, text
+
+
+@pytest.mark.parametrize("password", ["none", "wrong"])
+def test_5_a_rollout_without_the_vault_password_stops_before_the_terminal_with_one_clear_line(fleet, password):
+    before = on_terminal(fleet, "readlink /opt/ipm/app/current; sha256sum /etc/ipm/app.yml")
+    rollout = run(
+        fleet,
+        "ansible-playbook",
+        "-i",
+        str(fleet["inventory"]),
+        str(PROJECT_ROOT / "playbooks" / "rollout.yml"),
+        *("-e", "release=2.4.0", "-e", "change_id=CHG-VAULT", "-e", "rollout_settle_s=3", "-e", "rollout_bake_s=0"),
+        *_wrong_password(fleet, password),
+    )
+    text = " ".join((rollout.stdout + rollout.stderr).split())
+    assert rollout.returncode != 0, text[-3000:]
+    assert "Traceback" not in rollout.stderr
+    assert (
+        f"{fleet['terminal']}: vault-encrypted parameter(s) payment_api_token (terminal layer) cannot be decrypted"
+        in text
+    ), text[-3000:]
+    assert "--vault-password-file FILE or --ask-vault-pass" in text and "Nothing was changed on the terminal" in text
+    assert fleet["canary"] not in text
+    assert on_terminal(fleet, "readlink /opt/ipm/app/current; sha256sum /etc/ipm/app.yml") == before
 
 
 def test_5_a_rollout_delivers_the_secret_with_the_release(fleet):
