@@ -302,11 +302,13 @@ class CallbackModule(CallbackBase):
 
     # ------------------------------------------------------------------ task results
 
-    def v2_playbook_on_task_start(self, task, is_conditional):
+    def v2_playbook_on_task_start(self, task, is_conditional=False):
         if self._broken and self._fail_closed:
             raise AuditStop(FAIL_CLOSED_EXIT_CODE)
 
-    v2_playbook_on_handler_task_start = v2_playbook_on_task_start
+    def v2_playbook_on_handler_task_start(self, task):
+        # Ansible calls this one with the task only (no is_conditional).
+        self.v2_playbook_on_task_start(task)
 
     def v2_runner_on_start(self, host, task):
         self._starts[(host.get_name(), task._uuid)] = (time.monotonic(), time.time())
