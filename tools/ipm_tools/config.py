@@ -95,7 +95,7 @@ def _releases(inventory):
     return fleet.releases
 
 
-def _desired(variables, releases=None):
+def _desired(variables, releases=None, running=None):
     """Desired state of one terminal from its registry variables, parameters layered against its release.
 
     The layering is the fleet's one rule (module_utils/parameter_layers.py): customer < site <
@@ -215,8 +215,10 @@ def cmd_drift(args):
     releases = _releases(args.inventory)
     report = {}
     for host, variables in hostvars.items():
-        desired = _desired(variables, releases)
         existing = list_snapshots(args.store, host)
+        snapshot = read_snapshot(existing[-1][1]) if existing else None
+        running = ((snapshot or {}).get("facts", {}).get("application") or {}).get("current") if snapshot else None
+        desired = _desired(variables, releases, running)
         if not existing:
             report[host] = {
                 "customer": variables.get("ipm_customer_id"),
@@ -226,7 +228,6 @@ def cmd_drift(args):
                 "notes": desired["notes"],
             }
             continue
-        snapshot = read_snapshot(existing[-1][1])
         report[host] = {
             "customer": variables.get("ipm_customer_id"),
             "site": variables.get("ipm_site_id"),
