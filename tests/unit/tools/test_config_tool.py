@@ -212,6 +212,12 @@ def test_drift_layers_against_the_desired_release_and_sets_staged_values_aside(t
     assert on_2["notes"] == [
         "max_amount (terminal): not a parameter of release 2.0.0, set aside for the release that has it"
     ]
+    # A terminal still on 1.0.0 while the registry wants 2.0.0: its parameters are compared under the
+    # release it runs (the release drift is reported on its own), so a 2.0.0 value is staged, not drift.
+    running_old = config._desired(dict(variables, ipm_release="2.0.0"), releases, running="1.0.0")
+    assert running_old["release"] == "2.0.0"
+    assert running_old["parameters"] == {"currency": "EUR", "max_amount": 150.0}
+    assert running_old["notes"][0].startswith("plate_recognition_enabled (customer): not a parameter of release 1.0.0")
 
 
 def test_params_shows_each_value_with_its_layer_and_an_upgrade(capsys, monkeypatch):
@@ -299,9 +305,3 @@ def test_params_user_mistakes_are_one_line_with_exit_2(tmp_path):
     assert nothing.returncode == 2 and "Traceback" not in nothing.stderr and nothing.stderr.count("\n") == 1
     helped = run([str(BIN / "ipm-config"), "params", "--help"])
     assert helped.returncode == 0 and "--explain" in helped.stdout and "--release" in helped.stdout
-    # A terminal still on 1.0.0 while the registry wants 2.0.0: its parameters are compared under the
-    # release it runs (the release drift is reported on its own), so a 2.0.0 value is staged, not drift.
-    running_old = config._desired(dict(variables, ipm_release="2.0.0"), releases, running="1.0.0")
-    assert running_old["release"] == "2.0.0"
-    assert running_old["parameters"] == {"currency": "EUR", "max_amount": 150.0}
-    assert running_old["notes"][0].startswith("plate_recognition_enabled (customer): not a parameter of release 1.0.0")
