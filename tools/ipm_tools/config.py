@@ -99,13 +99,17 @@ def _desired(variables, releases=None, running=None):
     """Desired state of one terminal from its registry variables, parameters layered against its release.
 
     The layering is the fleet's one rule (module_utils/parameter_layers.py): customer < site <
-    terminal, values its desired release does not know set aside as notes. Without the release's
+    terminal, values the release (the one it runs, else the desired one) does not know set aside
+    as notes. Without the release's
     definition the layers are merged as they are.
     """
     layers = [
         variables.get(layer) or {} for layer in ("ipm_customer_parameters", "ipm_site_parameters", "ipm_parameters")
     ]
-    release = (releases or {}).get(variables.get("ipm_release"))
+    # Parameters are compared under the release the terminal runs (RUNNING, from its snapshot) when
+    # the catalog knows it: values for a release it does not run yet are staged, not drift; the
+    # release itself is compared with the desired one.
+    release = (releases or {}).get(running) or (releases or {}).get(variables.get("ipm_release"))
     if release is not None:
         layered = parameter_layers.layer_parameters(release.definition, *layers)
         parameters, notes = layered["registry_values"], layered["notes"]
