@@ -56,7 +56,7 @@ def find_terminal(fleet, terminal_id):
     """``(customer, site, terminal)`` of TERMINAL_ID, else ProvenanceError with the closest id."""
     found = fleet.find_terminal(terminal_id)
     if found is None:
-        known = [terminal.get("id") for _, _, terminal in fleet.terminals() if isinstance(terminal.get("id"), str)]
+        known = [terminal.get("id") for _customer, _site, terminal in fleet.terminals() if isinstance(terminal.get("id"), str)]
         raise ProvenanceError(
             f"no terminal {terminal_id!r} in {display_path(fleet.registry_dir)}{suggest(terminal_id, known)}; "
             "`ipm-registry list` shows them"
@@ -160,7 +160,7 @@ def resolve(fleet, release, customer, site, terminal, secrets=None, cache=None):
     secrets = secret_names(fleet) if secrets is None else secrets
     version = release.version
     layers = _layer_values(customer, site, terminal)
-    together = parameter_layers.layer_parameters(release.definition, *(values for _, values in layers))
+    together = parameter_layers.layer_parameters(release.definition, *(values for _layer, values in layers))
     effective = parameter_layers.effective_parameters(release.definition, together)
     entries = {name: [] for name in release.parameters}
     for name, spec in release.parameters.items():
