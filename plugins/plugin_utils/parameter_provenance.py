@@ -56,7 +56,11 @@ def find_terminal(fleet, terminal_id):
     """``(customer, site, terminal)`` of TERMINAL_ID, else ProvenanceError with the closest id."""
     found = fleet.find_terminal(terminal_id)
     if found is None:
-        known = [terminal.get("id") for _customer, _site, terminal in fleet.terminals() if isinstance(terminal.get("id"), str)]
+        known = [
+            terminal.get("id")
+            for _customer, _site, terminal in fleet.terminals()
+            if isinstance(terminal.get("id"), str)
+        ]
         raise ProvenanceError(
             f"no terminal {terminal_id!r} in {display_path(fleet.registry_dir)}{suggest(terminal_id, known)}; "
             "`ipm-registry list` shows them"
