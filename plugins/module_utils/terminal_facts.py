@@ -21,7 +21,7 @@ import os
 import re
 import subprocess
 
-from ansible_collections.ipm.fleet.plugins.module_utils import app_health, release_manifest, secret_values
+from ansible_collections.ipm.fleet.plugins.module_utils import app_health, os_patch_rules, release_manifest, secret_values
 
 SECTIONS = ("hardware", "os", "application", "parameters", "interfaces")
 RELEASES_DIR = "opt/ipm/app/releases"
@@ -251,7 +251,7 @@ def _pending_updates(installed, lists):
                 update = {"installed": installed[package], "candidate": version}
                 if package not in pending or compare_debian_versions(version, pending[package]["candidate"]) > 0:
                     pending[package] = update
-                if "security" in name:
+                if os_patch_rules.is_security_list(name):
                     security[package] = update
     return pending, security, problems
 

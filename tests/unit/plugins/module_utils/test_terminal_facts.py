@@ -76,7 +76,7 @@ def test_installed_packages_and_pending_updates(tmp_path):
         {
             "etc/os-release": 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
             "var/lib/dpkg/status": STATUS,
-            "var/lib/apt/lists/deb_debian-security_bookworm-security_main_binary-amd64_Packages": INDEX,
+            "var/lib/apt/lists/deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages": INDEX,
             "var/lib/apt/lists/deb_debian_bookworm_main_binary-amd64_Packages.gz": gzip.compress(
                 b"Package: systemd\nVersion: 252.30-1~deb12u2\n"
             ),
