@@ -161,3 +161,10 @@ def test_terminal_files_carry_identity_address_and_peripherals():
     devices = [i["device"] for i in interfaces_document(spec)["interfaces"]]
     assert devices == ["/dev/ipm/payment", "/dev/ipm/printer", "/dev/ipm/barrier"]
     assert "/etc/ipm/payment-module.yml" in files
+
+
+def test_base_has_the_vpn_firewall_and_apt_tools():
+    packages = base_recipe()["packages"]
+    for package in ("wireguard-go", "wireguard-tools", "nftables", "iputils-ping", "gpgv"):
+        assert package in packages
+    assert len(set(packages)) == len(packages)

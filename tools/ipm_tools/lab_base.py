@@ -57,6 +57,14 @@ def adjust_base(tree: Path) -> None:
                 link.unlink()
     for cache in (tree / "var/cache/apt/archives").glob("*.deb"):
         cache.unlink()
+    # No Debian sources: a lab terminal never reaches deb.debian.org; its packages come from the
+    # project's own repository on loopback, whose key goes to /etc/apt/keyrings (signed-by).
+    for sources in (tree / "etc/apt/sources.list", *(tree / "etc/apt/sources.list.d").glob("*")):
+        if sources.is_file() or sources.is_symlink():
+            sources.unlink()
+    (tree / "etc/apt/keyrings").mkdir(mode=0o755, parents=True, exist_ok=True)
+    for lists in (tree / "var/lib/apt/lists").glob("*_dists_*"):
+        lists.unlink()
 
 
 def ensure_base(progress: Callable[[str], None]) -> Path:

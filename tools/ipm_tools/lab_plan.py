@@ -281,6 +281,11 @@ BASE_PACKAGES = (
     "procps",
     "sqlite3",  # inspect the application's data store
     "tzdata",  # the site's time zone
+    "gpgv",  # apt checks the signature of the project's own package repository (signed-by)
+    "wireguard-tools",  # wg: the site VPN
+    "wireguard-go",  # WireGuard in userspace (a container has no kernel module to load)
+    "nftables",  # the terminal's firewall
+    "iputils-ping",  # reachability checks across the VPN
 )
 # Units a lab terminal does not need: periodic jobs that would burn the shared CPU at random times.
 BASE_MASKED_UNITS = (
@@ -291,7 +296,7 @@ BASE_MASKED_UNITS = (
     "e2scrub_all.timer",
     "systemd-networkd-wait-online.service",
 )
-BASE_RECIPE_VERSION = 1  # bump when the base adjustments in lab_base.py change
+BASE_RECIPE_VERSION = 2  # bump when the base adjustments in lab_base.py change
 
 
 def base_recipe() -> dict:
