@@ -9,7 +9,8 @@ built release, where ``ipm-app`` validates its own parameters with the very same
 
 A release definition (``app/releases/<version>.yml``, see docs/application.md) holds
 ``version``, ``compatibility``, ``parameters`` (the schema), and optionally ``renamed``,
-``removed``, ``description`` and ``defect``; a built manifest adds ``artifact`` and ``sha256``.
+``removed``, ``description``, ``defect`` and ``os`` (the Debian packages the release needs, with
+version constraints: held by OS patching); a built manifest adds ``artifact`` and ``sha256``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ except ImportError:  # a terminal without python3-yaml still reads JSON, a subse
 
 PARAMETER_TYPES = ("str", "int", "float", "bool")
 PARAMETER_SPEC_KEYS = ("type", "default", "min", "max", "choices", "secret", "description")
-DEFINITION_KEYS = ("version", "description", "compatibility", "parameters", "renamed", "removed", "defect")
+DEFINITION_KEYS = ("version", "description", "compatibility", "parameters", "renamed", "removed", "defect", "os")
 MANIFEST_KEYS = ("artifact", "sha256")
 COMPATIBILITY_KEYS = ("models", "os", "upgrades_from", "interfaces", "min_free_disk_mib")
 DEFECTS = ("health-fails-after-start",)
@@ -44,6 +45,11 @@ _PARAMETER_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _MODEL_RE = re.compile(r"^[A-Z]{2}-[0-9]{3}$")
 _OS_RE = re.compile(r"^[a-z]+-[0-9]+$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# The ``os`` section: Debian package names and version constraints such as ">=3.11,<3.12".
+_PACKAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_CONSTRAINT_RE = re.compile(r"^\s*(>=|<=|>>|<<|==|!=|=|>|<)\s*([0-9][A-Za-z0-9.+~:-]*)\s*$")
+CONSTRAINT_OPERATORS = (">=", "<=", ">", "<", "=", "!=")
+CONSTRAINT_EXPECTED = 'version constraints like ">=3.11,<3.12" (comma-separated, operators >=, <=, >, <, =, !=)'
 
 
 class ReleaseError(ValueError):
@@ -182,6 +188,8 @@ def validate_definition(definition, source="release definition"):
         fail("sha256", "64 lowercase hexadecimal digits", describe_value(definition["sha256"]))
 
     _validate_compatibility(definition["compatibility"], fail)
+    if "os" in definition:
+        _validate_os(definition["os"], fail)
     parameters = definition["parameters"]
     if not isinstance(parameters, dict) or not parameters:
         fail("parameters", "a non-empty mapping of parameter name to spec", describe_value(parameters))
@@ -246,6 +254,43 @@ def describe_defect(definition):
     if defect is None:
         return ""
     return "{} after {:g} s".format(defect["kind"], defect["healthy_for_s"])
+
+
+def parse_constraint(text):
+    """``">=3.11,<3.12"`` -> ``[(">=", "3.11"), ("<", "3.12")]``; ReleaseError for anything else.
+
+    Debian's ``>>`` and ``<<`` are read as ``>`` and ``<``, ``==`` as ``=``. The versions are
+    compared in Debian's order by the OS patch rules (``os_patch_rules.allows``).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ReleaseError("expected %s, found %s" % (CONSTRAINT_EXPECTED, describe_value(text)))
+    clauses = []
+    for part in text.split(","):
+        match = _CONSTRAINT_RE.match(part)
+        if not match:
+            raise ReleaseError("expected %s, found %s" % (CONSTRAINT_EXPECTED, describe_value(text)))
+        operator = {">>": ">", "<<": "<", "==": "="}.get(match.group(1), match.group(1))
+        clauses.append((operator, match.group(2)))
+    return clauses
+
+
+def _validate_os(section, fail):
+    if not isinstance(section, dict) or not section:
+        found = "an empty mapping" if section == {} else describe_value(section)
+        fail("os", 'a mapping of Debian package name to version constraint (python3: ">=3.11,<3.12")', found)
+    for package, constraint in section.items():
+        if not isinstance(package, str) or not _PACKAGE_NAME_RE.match(package):
+            fail(f"os.{package}", "a Debian package name (lowercase letters, digits, + . -)", describe_value(package))
+        try:
+            parse_constraint(constraint)
+        except ReleaseError:
+            fail(f"os.{package}", CONSTRAINT_EXPECTED, describe_value(constraint))
+
+
+def os_requirements(definition):
+    """The packages a (validated) release needs, ``{package: constraint}`` (empty without ``os``)."""
+    section = definition.get("os") if isinstance(definition, dict) else None
+    return dict(section) if isinstance(section, dict) else {}
 
 
 def _validate_compatibility(compatibility, fail):
