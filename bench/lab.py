@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from ipm_tools.lab_base import ensure_base  # noqa: E402
-from ipm_tools.lab_procs import container_pids, rss_kib  # noqa: E402
+from ipm_tools.lab_procs import container_pids, nspawn_pid, rss_kib  # noqa: E402
 from ipm_tools.lab_state import load_states, terminal_dir  # noqa: E402
 
 
@@ -71,7 +71,9 @@ def boot(count: int) -> dict:
         states = load_states()
         rss = pss = processes = 0
         for name in names:
-            pids = [states[name]["pid"], *container_pids(terminal_dir(name) / "upper")]
+            # The supervisor (state pid), its systemd-nspawn and every process inside the container.
+            own = [states[name]["pid"], nspawn_pid(states[name]), *container_pids(terminal_dir(name) / "upper")]
+            pids = list(dict.fromkeys(pid for pid in own if pid))
             processes += len(pids)
             rss += rss_kib(pids)
             pss += _pss_kib(pids)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ipm_tools.lab_procs import container_pids, nspawn_alive
+from ipm_tools.lab_procs import container_pids, nspawn_alive, nspawn_pid
 from ipm_tools.lab_state import KNOWN_HOSTS, load_states
 
 pytestmark = pytest.mark.lab
@@ -127,7 +127,8 @@ def test_status_reports_state_and_app_health(lab_terminals, run_lab_command):
         assert rows[name]["state"] in ("running", "degraded")
         assert rows[name]["app"]["status"] == "ok"
     table = run_lab_command("status", *lab_terminals.names).stdout.splitlines()
-    assert table[0].split() == ["TERMINAL", "ADDRESS", "STATE", "PID", "APP"]
+    assert table[0].split() == ["TERMINAL", "ADDRESS", "STATE", "PID", "BOOTS", "APP"]
+    assert all(rows[name]["boots"] == 1 for name in lab_terminals.names)
     assert {line.split()[0] for line in table[1:]} == set(lab_terminals.names)
 
 
@@ -174,10 +175,14 @@ def test_up_after_a_crash_cleans_leftovers_first(lab_factory, run_lab_command):
     (name,) = terminals.names
     state = _state(name)
     upper = TERMINALS_DIR / name / "upper"
-    # A crash: nspawn killed hard, its container orphaned and still running on the overlay.
+    # A crash: the terminal's supervisor and its nspawn killed hard, the container orphaned and
+    # still running on the overlay.
+    nspawn = nspawn_pid(state)
     os.kill(state["pid"], signal.SIGKILL)
+    if nspawn and nspawn != state["pid"]:
+        os.kill(nspawn, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while nspawn_alive(state) and time.monotonic() < deadline:
+    while (nspawn_alive(state) or nspawn_pid(state)) and time.monotonic() < deadline:
         time.sleep(0.1)
     orphans = container_pids(upper)
     assert orphans, "the container's processes outlive a killed nspawn (else this test checks nothing)"

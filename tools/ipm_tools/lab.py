@@ -42,7 +42,17 @@ from ipm_tools.lab_plan import (
     specs_from_inventory,
     validate_terminal_id,
 )
-from ipm_tools.lab_procs import clean_leftovers, container_pids, nspawn_alive, rss_kib, stop_terminals, system_state
+from ipm_tools.lab_procs import (
+    boot_count,
+    clean_leftovers,
+    container_init,
+    container_pids,
+    nspawn_alive,
+    nspawn_pid,
+    rss_kib,
+    stop_terminals,
+    system_state,
+)
 from ipm_tools.lab_state import (
     KNOWN_HOSTS,
     LAB_KEY,
@@ -193,17 +203,23 @@ def app_health(address: str) -> dict | None:
 
 
 def terminal_status(state: dict) -> dict:
-    """One row of `status`: terminal, address, state, pid, app health."""
+    """One row of `status`: terminal, address, state, pid, boots, app health."""
     row = {
         "terminal": state["terminal_id"],
         "address": state.get("address"),
         "pid": state.get("pid"),
+        "nspawn_pid": nspawn_pid(state),
+        "boots": boot_count(state),
         "model": state.get("model"),
         "state": "stopped",
         "app": None,
     }
     if not nspawn_alive(state):
         row["state"] = "stale (run ipm-lab up or down to clean)"
+        return row
+    if container_init(state) is None:
+        # The supervisor runs but no systemd yet: between two boots, or early in a boot.
+        row["state"] = "rebooting" if row["boots"] > 1 or row["nspawn_pid"] is None else "booting"
         return row
     row["state"] = system_state(state)
     if not port_open(state["address"], 22):
@@ -229,8 +245,11 @@ def command_status(args: argparse.Namespace) -> int:
     if not rows:
         _say("no lab terminal (start some with: ipm-lab up --count 2)")
         return 0
-    table = [("TERMINAL", "ADDRESS", "STATE", "PID", "APP")]
-    table += [(r["terminal"], r["address"] or "-", r["state"], str(r["pid"] or "-"), _app_cell(r["app"])) for r in rows]
+    table = [("TERMINAL", "ADDRESS", "STATE", "PID", "BOOTS", "APP")]
+    table += [
+        (r["terminal"], r["address"] or "-", r["state"], str(r["pid"] or "-"), str(r["boots"]), _app_cell(r["app"]))
+        for r in rows
+    ]
     widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -320,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="table of terminals: address, state, pid, app health",
-        description="Show each lab terminal: address, systemd state (read inside the container), nspawn pid, "
+        help="table of terminals: address, state, pid, boots, app health",
+        description="Show each lab terminal: address, systemd state (read inside the container; `rebooting` "
+        "between two boots), the pid of its supervisor, how many times it booted (1 + reboots), "
         "application health (GET /health on port 8080).",
     )
     status.add_argument("names", nargs="*", metavar="TERMINAL", help="terminals to show (default: all)")

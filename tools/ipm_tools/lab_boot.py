@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ipm_tools.lab_files import HOST_KEY, PERIPHERALS_UNIT, terminal_files
 from ipm_tools.lab_plan import LabError, TerminalSpec
 from ipm_tools.lab_procs import nspawn_alive, stop_terminals
 from ipm_tools.lab_state import (
+    BOOTS_FILE,
     CONSOLE_LOG,
     STATE_FILE,
     keep_failed_log,
@@ -33,6 +35,8 @@ from ipm_tools.lab_state import (
     write_json,
 )
 from ipm_tools.release import ReleaseError, factory_install
+
+SUPERVISOR = Path(__file__).with_name("lab_supervisor.py")
 
 # The release every lab terminal has when it leaves the factory.
 BASELINE_RELEASE = "2.3.1"
@@ -140,10 +144,14 @@ def install_application(spec: TerminalSpec, upper: Path) -> str:
 
 
 def start_terminal(spec: TerminalSpec, base: Path) -> dict:
-    """Boot the terminal in the background (its own session) and record its state."""
+    """Boot the terminal in the background and record its state.
+
+    The terminal's process is its supervisor (lab_supervisor.py, its own session): it runs the
+    nspawn command, and runs it again whenever the system inside reboots (exit status 133).
+    """
     directory = terminal_dir(spec.terminal_id)
     upper = directory / "upper"
-    command = [
+    nspawn = [
         "systemd-nspawn",
         "--boot",
         "--register=no",
@@ -155,6 +163,19 @@ def start_terminal(spec: TerminalSpec, base: Path) -> dict:
         f"--overlay={base}:{upper}:/",
         "-D",
         str(base),
+    ]
+    # -I -S: the standard library only, no site packages (less memory, nothing of the venv needed).
+    command = [
+        sys.executable,
+        "-I",
+        "-S",
+        str(SUPERVISOR),
+        "--terminal",
+        spec.terminal_id,
+        "--record",
+        str(directory / BOOTS_FILE),
+        "--",
+        *nspawn,
     ]
     with open(directory / CONSOLE_LOG, "w") as log:
         process = subprocess.Popen(

@@ -1,14 +1,19 @@
 """Processes of lab terminals: which ones belong to a terminal, what state it is in, and stopping it.
 
-A terminal is its ``systemd-nspawn`` (pid in ``terminal.json``) and the processes inside the
-container (found through their overlay mount, so also when the nspawn was killed). Stopping sends
-SIGTERM, kills what is left, unmounts, removes the layer and forgets the host key; cleaning stops
-the terminals a crash left behind. Zombies count as gone.
+A terminal is its supervisor (``lab_supervisor.py``, pid in ``terminal.json``), the supervisor's
+current ``systemd-nspawn`` (pid in ``boots.json``; none for a moment while the terminal reboots) and
+the processes inside the container (found through their overlay mount, so also when the nspawn was
+killed). Terminals started before supervisors existed have their nspawn's pid in ``terminal.json``;
+both kinds are understood. Stopping sends SIGTERM (the supervisor forwards it and starts no new
+boot), kills what is left, unmounts, removes the layer and forgets the host key; cleaning stops the
+terminals a crash left behind. Zombies count as gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import shutil
 import signal
@@ -17,7 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ipm_tools.lab_state import known_hosts_update, load_states, terminal_dir
+from ipm_tools.lab_state import BOOTS_FILE, known_hosts_update, load_states, terminal_dir
+from ipm_tools.lab_supervisor import SCRIPT_NAME as SUPERVISOR_SCRIPT
 
 NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 STOP_TIMEOUT_S = 20
@@ -33,18 +39,60 @@ def proc_state(pid: int) -> str | None:
     return None if state in ("Z", "X") else state
 
 
-def is_nspawn_of(pid: int, terminal_id: str) -> bool:
+def _cmdline(pid: int) -> list[str]:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
-    args = [arg.decode(errors="replace") for arg in argv]
+        return []
+    return [arg.decode(errors="replace") for arg in argv]
+
+
+def is_nspawn_of(pid: int, terminal_id: str) -> bool:
+    args = _cmdline(pid)
     return bool(args) and args[0].endswith("systemd-nspawn") and terminal_id in args and "-M" in args
 
 
+def is_supervisor_of(pid: int, terminal_id: str) -> bool:
+    args = _cmdline(pid)
+    if not any(arg.endswith(SUPERVISOR_SCRIPT) for arg in args[:4]):
+        return False
+    return any(flag == "--terminal" and value == terminal_id for flag, value in itertools.pairwise(args))
+
+
 def nspawn_alive(state: dict) -> bool:
+    """The terminal is up: its supervisor runs (its nspawn, or between two boots while it reboots).
+
+    For a terminal started before supervisors existed: its nspawn runs.
+    """
     pid = state.get("pid")
-    return bool(pid) and proc_state(pid) is not None and is_nspawn_of(pid, state["terminal_id"])
+    if not pid or proc_state(pid) is None:
+        return False
+    return is_supervisor_of(pid, state["terminal_id"]) or is_nspawn_of(pid, state["terminal_id"])
+
+
+def boots_record(state: dict) -> dict:
+    """What the terminal's supervisor recorded (``boots``, ``nspawn_pid``, ``exits``), or {}."""
+    try:
+        return json.loads((terminal_dir(state["terminal_id"]) / BOOTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def nspawn_pid(state: dict) -> int | None:
+    """Host pid of the terminal's running systemd-nspawn, or None (stopped, or between two boots)."""
+    terminal = state["terminal_id"]
+    pid = state.get("pid")
+    if pid and proc_state(pid) is not None and is_nspawn_of(pid, terminal):
+        return pid  # started before supervisors existed
+    current = boots_record(state).get("nspawn_pid")
+    if current and proc_state(current) is not None and is_nspawn_of(current, terminal):
+        return current
+    return None
+
+
+def boot_count(state: dict) -> int:
+    """How many times the terminal booted (1 + its reboots); 1 for a terminal without a record."""
+    return int(boots_record(state).get("boots") or 1)
 
 
 def container_pids(upper: Path) -> list[int]:
@@ -93,7 +141,9 @@ def mounts_under(path: Path) -> list[str]:
 
 def container_init(state: dict) -> int | None:
     """Host pid of the terminal's systemd (PID 1 inside): the child of its systemd-nspawn."""
-    pid = state.get("pid")
+    pid = nspawn_pid(state)
+    if pid is None:
+        return None
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         status = Path(f"/proc/{children[0]}/status").read_text()
@@ -121,17 +171,36 @@ def system_state(state: dict) -> str:
     return result.stdout.strip() or f"unknown ({result.stderr.strip() or 'no answer'})"
 
 
+def _running(state: dict) -> bool:
+    return nspawn_alive(state) or nspawn_pid(state) is not None
+
+
+def _signal(pid: int | None, signum: int) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def stop_terminals(states: list[dict], progress: Callable[[str], None]) -> None:
-    """SIGTERM every nspawn, wait, kill what is left, unmount, remove layers and known hosts."""
+    """SIGTERM every terminal, wait, kill what is left, unmount, remove layers and known hosts.
+
+    The supervisor forwards SIGTERM to its nspawn and starts no new boot (also mid-reboot); an
+    nspawn whose supervisor was killed (a crash) gets the SIGTERM itself.
+    """
     for state in states:
         if nspawn_alive(state):
-            os.kill(state["pid"], signal.SIGTERM)
+            _signal(state["pid"], signal.SIGTERM)
+        else:
+            _signal(nspawn_pid(state), signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for state in states:
-        while nspawn_alive(state) and time.monotonic() < deadline:
+        while _running(state) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if nspawn_alive(state):
-            os.kill(state["pid"], signal.SIGKILL)
+        if _running(state):
+            orphan = nspawn_pid(state)
+            if nspawn_alive(state):
+                _signal(state["pid"], signal.SIGKILL)
+            _signal(orphan, signal.SIGKILL)
     for state in states:
         terminal = state["terminal_id"]
         directory = terminal_dir(terminal)

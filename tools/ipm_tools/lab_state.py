@@ -24,6 +24,8 @@ LAB_KEY = SSH_DIR / "id_ed25519"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 FAILED_LOGS = STATE_DIR / "failed"
 STATE_FILE = "terminal.json"
+# Written by the terminal's supervisor (lab_supervisor.py): current nspawn pid, boots, exit statuses.
+BOOTS_FILE = "boots.json"
 CONSOLE_LOG = "console.log"
 
 
