@@ -14,6 +14,7 @@ Standard library only (python3-yaml when present): this runs on terminals.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
 import hashlib
 import json
@@ -21,7 +22,12 @@ import os
 import re
 import subprocess
 
-from ansible_collections.ipm.fleet.plugins.module_utils import app_health, os_patch_rules, release_manifest, secret_values
+from ansible_collections.ipm.fleet.plugins.module_utils import (
+    app_health,
+    os_patch_rules,
+    release_manifest,
+    secret_values,
+)
 
 SECTIONS = ("hardware", "os", "application", "parameters", "interfaces")
 RELEASES_DIR = "opt/ipm/app/releases"
@@ -146,6 +152,35 @@ def parse_dpkg_status(text):
         if fields.get("Status", "").endswith(" installed") and "Package" in fields and "Version" in fields:
             installed[fields["Package"]] = fields["Version"]
     return installed
+
+
+_HOLD = re.compile(r"^Package: (\S+)\n(?:[^\n]+\n)*?Status: hold ", re.M)
+
+
+def parse_dpkg_holds(text):
+    """Sorted names of the packages dpkg keeps on hold (``Status: hold ...``, what ``apt-mark hold`` sets)."""
+    return sorted(set(_HOLD.findall(text if text.endswith("\n") else text + "\n")))
+
+
+REBOOT_REQUIRED = "var/run/reboot-required"
+
+
+def reboot_required(root):
+    """Whether the terminal waits for a reboot: ``/var/run/reboot-required`` (Debian's reboot-notifier).
+
+    ``required``, ``packages`` (from ``/var/run/reboot-required.pkgs``, in order, once each) and
+    ``since`` (the file's modification time, UTC, ISO 8601), None when no reboot is required.
+    """
+    try:
+        stat = os.stat(_path(root, REBOOT_REQUIRED))
+    except (FileNotFoundError, NotADirectoryError):
+        return {"required": False, "packages": [], "since": None}
+    packages = []
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        lines = _read_text(root, REBOOT_REQUIRED + ".pkgs").splitlines()
+        packages = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    since = datetime.datetime.fromtimestamp(int(stat.st_mtime), datetime.timezone.utc)
+    return {"required": True, "packages": packages, "since": since.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def parse_packages_index(data, wanted, source):
@@ -298,11 +333,14 @@ def collect_os(root, include_packages=True):
     except ValueError as exc:
         facts["unknown"] = str(exc)
     facts["kernel"] = os.uname().release
+    facts["reboot_required"] = reboot_required(root)
     try:
-        installed = parse_dpkg_status(_read_text(root, "var/lib/dpkg/status"))
+        status = _read_text(root, "var/lib/dpkg/status")
     except OSError as exc:
         facts["packages_unknown"] = "/var/lib/dpkg/status unreadable: %s" % exc
         return facts
+    installed = parse_dpkg_status(status)
+    facts["held_packages"] = parse_dpkg_holds(status)
     facts["package_count"] = len(installed)
     if include_packages:
         facts["packages"] = installed
