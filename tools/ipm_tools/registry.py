@@ -6,6 +6,8 @@
                                           terminal (models, parameter problems, staged notes), exit 1 if any
     ipm-registry list [-r PATH]           one line per terminal
     ipm-registry show TERMINAL [-r PATH]  its variables, its site and customer, its effective parameters
+    ipm-registry swap TERMINAL --serial NEW --ticket T [-r PATH]
+                                          replacement hardware: the serial number changes, the swap is recorded
 
 PATH is a registry directory (holding catalog.yml), or an inventory directory or ``*.ipm_registry.yml``
 file that names one; the default is $IPM_REGISTRY, else ``inventories/demo``. ``--format json`` gives
@@ -235,6 +237,28 @@ def _workers(text):
     return value
 
 
+def cmd_swap(args):
+    """Replacement hardware (plugins/plugin_utils/hardware_swap.py): the serial changes, the swap is recorded."""
+    from ansible_collections.ipm.fleet.plugins.plugin_utils import hardware_swap
+    from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import resolve_operator
+
+    try:
+        record = hardware_swap.swap(
+            args.registry, args.terminal, args.serial, args.ticket, args.operator or resolve_operator({})[0]
+        )
+    except hardware_swap.SwapError as exc:
+        print(f"ipm-registry: error: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        print(
+            f"{record['terminal']}: serial number {record['old_serial_number']} -> {record['new_serial_number']} "
+            f"in {record['file']}, recorded in {hardware_swap.SWAPS_FILE} (ticket {record['ticket']})"
+        )
+    return 0
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")
@@ -283,6 +307,16 @@ def build_parser():
         "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
     )
     show.set_defaults(handler=cmd_show)
+
+    swap = sub.add_parser("swap", parents=[common], help="replacement hardware: new serial number, swap recorded")
+    swap.add_argument("terminal", help="terminal id (inventory host name)")
+    swap.add_argument("--serial", required=True, help="the new box's serial number")
+    swap.add_argument("--ticket", required=True, help="ticket or change id of the swap")
+    swap.add_argument("--operator", help="who swapped it (default: $IPM_OPERATOR, else the OS user)")
+    swap.add_argument(
+        "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
+    )
+    swap.set_defaults(handler=cmd_swap)
     return parser
 
 

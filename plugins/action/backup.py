@@ -1,0 +1,201 @@
+# -*- coding: utf-8 -*-
+# Copyright: ipm.fleet maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action for ipm.fleet.backup: stage on the terminal, fetch what changed, store a signed backup on the controller."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import tempfile
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.ipm.fleet.plugins.module_utils.app_backup import STAGING
+from ansible_collections.ipm.fleet.plugins.module_utils.maintenance_window import WindowError, site_zone
+from ansible_collections.ipm.fleet.plugins.plugin_utils import backup_store as bs
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import resolve_operator
+
+
+def _mib(size):
+    return "%.1f MiB" % (size / 1048576.0)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("store", "key_file", "staging"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        _validation, args = self.validate_argument_spec(
+            argument_spec=dict(
+                store=dict(type="path"),
+                key_file=dict(type="path"),
+                staging=dict(type="path", default=STAGING),
+            )
+        )
+        terminal = task_vars.get("ipm_terminal_id") or task_vars.get("inventory_hostname")
+        customer = task_vars.get("ipm_customer_id")
+        site = task_vars.get("ipm_site_id")
+        if not customer or not site:
+            raise AnsibleActionFail(
+                "ipm.fleet.backup: %s has no ipm_customer_id / ipm_site_id: back up terminals of the registry "
+                "inventory (docs/registry.md)" % terminal
+            )
+        try:
+            store = bs.BackupStore(args.get("store") or task_vars.get("backup_store") or None)
+            key = bs.load_signing_key(args.get("key_file"))
+            previous = store.previous(customer, site, terminal)
+            reusable = self._reusable(previous)
+        except bs.BackupStoreError as exc:
+            raise AnsibleActionFail("ipm.fleet.backup: %s: %s" % (terminal, exc)) from None
+        staging = args["staging"]
+        if self._task.check_mode:
+            return self._check(result, task_vars, staging, reusable, store, terminal)
+        staged = self._module(task_vars, staging, "present")
+        if staged.get("failed"):
+            result.update(failed=True, msg="ipm.fleet.backup: %s: %s" % (terminal, staged.get("msg")), changed=False)
+            return result
+        try:
+            entry, manifest = self._store(store, staged, previous, reusable, task_vars, terminal, customer, site, key)
+        finally:
+            # The terminal may be gone (connection lost): its next backup replaces the staging.
+            with contextlib.suppress(AnsibleError):
+                self._module(task_vars, staging, "absent")
+        message = "backup of %s at %s: %d file(s), %s transferred, %s reused from the previous backup, stored in %s" % (
+            terminal,
+            manifest["time_utc"],
+            len(manifest["files"]),
+            _mib(manifest["transferred_bytes"]),
+            _mib(manifest["reused_bytes"]),
+            entry.path,
+        )
+        result.update(
+            changed=True,
+            msg=message,
+            path=entry.path,
+            time=manifest["time_utc"],
+            time_site=manifest["time_site"],
+            transferred_bytes=manifest["transferred_bytes"],
+            reused_bytes=manifest["reused_bytes"],
+            files=manifest["files"],
+            database=manifest["database"],
+            release=manifest["release"],
+        )
+        return result
+
+    # -- pieces --------------------------------------------------------------------------------------
+
+    def _module(self, task_vars, staging, state):
+        # In check mode Ansible runs the module in check mode too: it lists the files, stages nothing.
+        args = dict(state=state, staging=staging)
+        return self._execute_module(module_name="ipm.fleet.backup_prepare", module_args=args, task_vars=task_vars)
+
+    @staticmethod
+    def _reusable(previous):
+        """{path: sha256} of the previous backup's files (empty when there is none)."""
+        if previous is None:
+            return {}
+        try:
+            files = previous.manifest().get("files") or []
+        except bs.BackupStoreError:
+            return {}  # a damaged previous backup: fetch everything again
+        return {f["path"]: f["sha256"] for f in files if isinstance(f, dict) and "path" in f and "sha256" in f}
+
+    def _check(self, result, task_vars, staging, reusable, store, terminal):
+        planned = self._module(task_vars, staging, "present")
+        if planned.get("failed"):
+            result.update(failed=True, msg="ipm.fleet.backup: %s: %s" % (terminal, planned.get("msg")), changed=False)
+            return result
+        would = [f for f in planned.get("files", []) if reusable.get(f["path"]) != f.get("sha256")]
+        size = sum(f["size"] for f in would)
+        result.update(
+            changed=True,
+            would_send=[f["path"] for f in would],
+            would_send_bytes=size,
+            msg="would back up %s into %s: send %d file(s), about %s (the database always; other files when they "
+            "changed since the previous backup)" % (terminal, store.root, len(would), _mib(size)),
+        )
+        return result
+
+    def _fetch(self, remote, local, relpath, terminal):
+        try:
+            self._connection.fetch_file(remote, local)
+        except AnsibleError as exc:
+            raise bs.BackupStoreError(
+                "the connection to %s failed while fetching /%s (%s); no backup was stored" % (terminal, relpath, exc)
+            ) from None
+        if not os.path.isfile(local):
+            raise bs.BackupStoreError("fetching /%s from %s gave no file; no backup was stored" % (relpath, terminal))
+
+    def _store(self, store, staged, previous, reusable, task_vars, terminal, customer, site, key):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        try:
+            partial = store.begin(customer, site, terminal, now)
+        except bs.BackupStoreError as exc:
+            raise AnsibleActionFail("ipm.fleet.backup: %s: %s" % (terminal, exc)) from None
+        try:
+            files, transferred, reused = [], 0, 0
+            for item in staged["files"]:
+                relpath = item["path"]
+                if previous is not None and reusable.get(relpath) == item["sha256"]:
+                    files.append(partial.link_unchanged(previous, relpath))
+                    reused += item["size"]
+                    continue
+                handle, local = tempfile.mkstemp(dir=partial.path, prefix=".fetch-")
+                os.close(handle)
+                self._fetch(staged["staging"].rstrip("/") + "/" + relpath, local, relpath, terminal)
+                stored = partial.add_file(relpath, local)
+                if stored["sha256"] != item["sha256"] or stored["size"] != item["size"]:
+                    raise bs.BackupStoreError(
+                        "/%s arrived with sha256 %s (%d bytes), the terminal staged %s (%d bytes): the transfer was "
+                        "damaged; no backup was stored"
+                        % (relpath, stored["sha256"][:12], stored["size"], item["sha256"][:12], item["size"])
+                    )
+                transferred += item["size"]
+                files.append(stored)
+            manifest = self._manifest(partial, staged, task_vars, terminal, customer, site, files, transferred, reused)
+            entry = store.commit(partial, manifest, key)
+        except bs.BackupStoreError as exc:
+            partial.abort()
+            raise AnsibleActionFail("ipm.fleet.backup: %s: %s" % (terminal, exc)) from None
+        except BaseException:
+            partial.abort()
+            raise
+        return entry, manifest
+
+    @staticmethod
+    def _manifest(partial, staged, task_vars, terminal, customer, site, files, transferred, reused):
+        zone_name = task_vars.get("ipm_site_timezone") or "UTC"
+        try:
+            site_time = partial.time.astimezone(site_zone(zone_name)).isoformat()
+        except WindowError:
+            zone_name, site_time = "UTC", partial.time.isoformat()
+        hardware = staged.get("hardware") or {}
+        extra = {name: task_vars.get(name) for name in ("ipm_operator", "awx_user_name", "tower_user_name")}
+        operator = resolve_operator({k: v for k, v in extra.items() if v})[0]
+        change_id = task_vars.get("change_id")
+        ticket = task_vars.get("ticket_id")
+        return {
+            "format": bs.FORMAT,
+            "terminal": terminal,
+            "customer": customer,
+            "site": site,
+            "serial_number": str(hardware.get("serial_number") or task_vars.get("ipm_serial_number") or ""),
+            "model": str(hardware.get("model") or task_vars.get("ipm_model") or ""),
+            "timezone": zone_name,
+            "time_utc": partial.time_iso,
+            "time_site": site_time,
+            "release": (staged.get("release") or {}).get("version"),
+            "parameters_sha256": staged.get("parameters_sha256"),
+            "operator": operator,
+            "change_id": str(change_id) if change_id else None,
+            "ticket": str(ticket) if ticket else None,
+            "database": staged["database"],
+            "files": files,
+            "transferred_bytes": transferred,
+            "reused_bytes": reused,
+        }
