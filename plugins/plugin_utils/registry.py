@@ -29,7 +29,7 @@ import yaml
 from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
 from ansible_collections.ipm.fleet.plugins.module_utils.release_manifest import check_value
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter
-from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_workers
+from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_workers, vpn_plan
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import (
     Problem,
     check_fields,
@@ -102,6 +102,7 @@ class Fleet:
         self.models: dict = {}
         self.releases: dict[str, Release] = {}
         self.customers: list[dict] = []
+        self.vpn = None  # the VPN address plan's Layout (vpn_plan.py) when the catalog has a vpn: section
 
     def terminals(self):
         """Every terminal as ``(customer, site, terminal)``."""
@@ -266,6 +267,7 @@ def _load_fleet(path: str, workers: int) -> tuple[Fleet, list[Problem]]:
         return fleet, problems
 
     releases_dir = None
+    vpn_section = None
     catalog, ok, shared = load_file(catalog_path, catalog_rel, problems)
     if ok:
         report = reporter(catalog_rel, problems)
@@ -273,6 +275,7 @@ def _load_fleet(path: str, workers: int) -> tuple[Fleet, list[Problem]]:
         if isinstance(catalog, dict):
             models = good(catalog.get("models"), OBJECTS["catalog"]["models"]) or {}
             fleet.models = {name: model for name, model in models.items() if isinstance(model, dict)}
+            vpn_section = good(catalog.get("vpn"), OBJECTS["catalog"]["vpn"])
             relative = good(catalog.get("releases_dir"), OBJECTS["catalog"]["releases_dir"])
             if relative is not None:
                 releases_dir = os.path.normpath(os.path.join(registry_dir, relative))
@@ -293,6 +296,7 @@ def _load_fleet(path: str, workers: int) -> tuple[Fleet, list[Problem]]:
         if document is not None:
             fleet.customers.append(document)
 
+    vpn_plan.check_fleet(fleet, vpn_section, catalog_rel, problems)  # the VPN address plan, if any
     _locate(problems)
     problems.sort(key=lambda p: (p.file, p.line or 0))
     return fleet, problems

@@ -17,6 +17,7 @@ import yaml
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_yaml import load_yaml
 
 CATALOG_FILE = "catalog.yml"
+PLAN_FILE = "vpn-plan.yml"  # the VPN address plan (vpn_plan.py), not a customer file
 YAML_SUFFIXES = (".yml", ".yaml")
 
 
@@ -47,7 +48,7 @@ def resolve_registry_dir(path: str) -> str:
 
 
 def registry_files(registry_dir: str, skip_dirs=()) -> list[str]:
-    """Customer files: every YAML file below the registry directory except the catalog (sorted)."""
+    """Customer files: every YAML file below the registry directory except the catalog and the VPN plan (sorted)."""
     skip = {os.path.realpath(d) for d in skip_dirs}
     found = []
     for root, dirs, files in os.walk(registry_dir):
@@ -57,7 +58,7 @@ def registry_files(registry_dir: str, skip_dirs=()) -> list[str]:
         for name in files:
             if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
                 full = os.path.join(root, name)
-                if full != os.path.join(registry_dir, CATALOG_FILE):
+                if full not in (os.path.join(registry_dir, CATALOG_FILE), os.path.join(registry_dir, PLAN_FILE)):
                     found.append(full)
     return sorted(found)
 
@@ -69,7 +70,7 @@ def fingerprint(registry_dir: str) -> list:
     not ``.git`` or other files the registry does not read, so a git operation does not invalidate it.
     """
     catalog = os.path.join(registry_dir, CATALOG_FILE)
-    paths = [catalog]
+    paths = [catalog, os.path.join(registry_dir, PLAN_FILE)]
     releases_dir = None
     try:
         relative = load_yaml(catalog).get("releases_dir")

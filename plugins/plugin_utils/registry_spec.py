@@ -25,6 +25,15 @@ SEVERITIES = ("critical", "major", "minor", "temporary")
 MAINTENANCE_TYPES = ("preventive", "corrective", "evolutive")
 UPLINKS = ("fiber", "dsl", "4g", "5g", "satellite")
 MODEL_KINDS = ("pay_station", "kiosk")
+# The catalog's vpn: section when a key is left out (rules in vpn_plan.py, docs/registry.md).
+VPN_DEFAULTS = {
+    "customer_prefix_length": 20,
+    "site_prefix_length": 28,
+    "address_hold_days": 90,
+    "listen_port": 51820,
+    "keepalive_s": 25,
+}
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 
 
 class Field:
@@ -80,6 +89,31 @@ OBJECTS: dict[str, dict[str, Field]] = {
         "models": Field(
             "map", True, "Hardware models by name (PS-200, PS-300, TK-110).", item=Field("object", obj="model")
         ),
+        "vpn": Field("object", description="The fleet's VPN address plan (see vpn-plan.yml).", obj="vpn"),
+    },
+    "vpn": {
+        "supernet": Field("str", True, "IPv4 CIDR holding every terminal address, e.g. 10.60.0.0/14."),
+        "support_prefix": Field("str", True, "IPv4 CIDR of the support centre and hub, outside the supernet."),
+        "hub_address": Field("str", description="The hub's tunnel address, a host of support_prefix."),
+        "hub_endpoint": Field("str", description="host:port terminals dial to reach the hub."),
+        "listen_port": Field(
+            "int", description="The hub's WireGuard UDP port (default 51820).", minimum=1, maximum=65535
+        ),
+        "keepalive_s": Field(
+            "int",
+            description="Persistent keepalive of the terminals, seconds (default 25; 0 off).",
+            minimum=0,
+            maximum=3600,
+        ),
+        "customer_prefix_length": Field(
+            "int", description="Length of a customer prefix assigned by the plan (default 20).", minimum=8, maximum=30
+        ),
+        "site_prefix_length": Field(
+            "int", description="Length of a site prefix assigned by the plan (default 28).", minimum=8, maximum=30
+        ),
+        "address_hold_days": Field(
+            "int", description="Days a retired terminal's address is held before reuse (default 90).", minimum=0
+        ),
     },
     "model": {
         "description": Field("str", description="One line for people."),
@@ -105,6 +139,7 @@ OBJECTS: dict[str, dict[str, Field]] = {
         "contract": Field("object", True, "The service contract (SLA).", obj="contract"),
         "contacts": Field("list", description="People to call.", item=Field("object", obj="contact")),
         "parameters": Field("params", description="Application parameters for all its terminals."),
+        "vpn_prefix": Field("str", description="The customer's VPN prefix (CIDR inside the catalog's vpn.supernet)."),
     },
     "contract": {
         "reference": Field("str", description="Contract number."),
@@ -183,6 +218,41 @@ OBJECTS: dict[str, dict[str, Field]] = {
         "tags": Field("list", description="Free labels.", item=Field("str")),
         "notes": Field("str", description="Free text for people."),
     },
+    "vpn_plan": {
+        "version": Field("int", description="Format version (1).", minimum=1, maximum=1),
+        "customers": Field(
+            "map", description="Customer prefixes assigned by the plan.", item=Field("object", obj="vpn_plan_prefix")
+        ),
+        "sites": Field(
+            "map", description="Site prefixes assigned by the plan.", item=Field("object", obj="vpn_plan_prefix")
+        ),
+        "terminals": Field(
+            "map", description="Terminal id: its address.", item=Field("object", obj="vpn_plan_terminal")
+        ),
+        "retired": Field(
+            "list",
+            description="Addresses held after their terminal left.",
+            item=Field("object", obj="vpn_plan_retired"),
+        ),
+    },
+    "vpn_plan_prefix": {
+        "prefix": Field("str", True, "IPv4 CIDR."),
+        "assigned_at": Field("str", description="When it was assigned (UTC).", pattern=TIMESTAMP_PATTERN),
+    },
+    "vpn_plan_terminal": {
+        "address": Field("str", True, "IPv4 address inside its site's prefix."),
+        "site": Field("str", description="Site it was assigned in.", pattern=ID_PATTERN),
+        "customer": Field("str", description="Customer it was assigned for.", pattern=ID_PATTERN),
+        "assigned_at": Field("str", description="When it was assigned (UTC).", pattern=TIMESTAMP_PATTERN),
+    },
+    "vpn_plan_retired": {
+        "terminal": Field("str", True, "The terminal that had the address.", pattern=ID_PATTERN),
+        "address": Field("str", True, "The held address."),
+        "site": Field("str", description="Its site then.", pattern=ID_PATTERN),
+        "customer": Field("str", description="Its customer then.", pattern=ID_PATTERN),
+        "assigned_at": Field("str", description="When it was assigned (UTC).", pattern=TIMESTAMP_PATTERN),
+        "retired_at": Field("str", True, "When it was retired or moved (UTC).", pattern=TIMESTAMP_PATTERN),
+    },
 }
 
 DEFAULTS = {"ring": "broad", "status": "active"}
@@ -245,8 +315,8 @@ def json_schema() -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://ipm.example/schemas/ipm-fleet-registry.schema.json",
-        "title": "ipm.fleet registry file (a customer file or catalog.yml)",
+        "title": "ipm.fleet registry file (a customer file, catalog.yml or vpn-plan.yml)",
         "description": "Generated from plugins/plugin_utils/registry_spec.py; see docs/registry.md.",
-        "oneOf": [{"$ref": "#/$defs/customer_file"}, {"$ref": "#/$defs/catalog"}],
+        "oneOf": [{"$ref": "#/$defs/customer_file"}, {"$ref": "#/$defs/catalog"}, {"$ref": "#/$defs/vpn_plan"}],
         "$defs": {name: _object_schema(name) for name in OBJECTS},
     }
