@@ -1,5 +1,5 @@
 """ipm-config: configuration history of the fleet (snapshots), what changed, drift from the registry,
-and where each of a terminal's parameters comes from (params).
+where each of a terminal's parameters comes from (params), and patch compliance (patches).
 
 Snapshots are written by `ansible-playbook playbooks/snapshot.yml`; this tool reads them. `params`
 reads the registry only: every effective value with the layer that set it, what is staged for a
@@ -9,6 +9,7 @@ later release, and with --release what the terminal would run after an upgrade.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ansible_collections.ipm.fleet.plugins.module_utils import parameter_layers
+from ansible_collections.ipm.fleet.plugins.plugin_utils import patch_compliance
 from ansible_collections.ipm.fleet.plugins.plugin_utils.config_history import (
     HistoryError,
     changes_between,
@@ -424,6 +426,46 @@ def cmd_params(args):
     return 0
 
 
+def cmd_patches(args):
+    """Patch compliance of the selected terminals from their latest snapshots, with counts per customer and site."""
+    hostvars = _select(_inventory(args.inventory), args)
+    report = {}
+    for host, variables in hostvars.items():
+        existing = list_snapshots(args.store, host)
+        snapshot = read_snapshot(existing[-1][1]) if existing else None
+        row = patch_compliance.terminal_compliance(
+            snapshot["facts"] if snapshot else None, snapshot["taken_at"] if snapshot else None
+        )
+        report[host] = dict(row, customer=variables.get("ipm_customer_id"), site=variables.get("ipm_site_id"))
+    summary = patch_compliance.summarize(report)
+    if report and all(row["snapshot"] is None for row in report.values()):
+        print(
+            "ipm-config: warning: no selected terminal has a snapshot in %s: run playbooks/snapshot.yml first"
+            % args.store,
+            file=sys.stderr,
+        )
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(patch_compliance.CSV_COLUMNS)
+        for host, row in report.items():
+            writer.writerow(patch_compliance.csv_row(host, row))
+        return 0
+
+    def text():
+        customers = summary["customers"]
+        for customer in sorted(customers):
+            print("customer %s: %s" % (customer, patch_compliance.counts_line(customers[customer]["counts"])))
+            for site in sorted(customers[customer]["sites"]):
+                print("  site %s: %s" % (site, patch_compliance.counts_line(customers[customer]["sites"][site])))
+                for host, row in report.items():
+                    if str(row["customer"]) == customer and str(row["site"]) == site:
+                        print("    %-20s %-16s %s" % (host, row["status"], row["reason"]))
+        print("fleet: %s" % patch_compliance.counts_line(summary["fleet"]))
+
+    _print({"summary": summary, "terminals": report}, args.json, text)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ipm-config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,6 +528,20 @@ def build_parser():
         help="the registry inventory or directory (default: %(default)s)",
     )
     params.set_defaults(func=cmd_params)
+
+    patches = commands.add_parser(
+        "patches",
+        help="patch compliance per terminal from the latest snapshots, with counts per customer and site",
+        description="Per terminal one status from its latest snapshot, the first that applies of: unknown (no "
+        "snapshot, or its facts cannot tell), pending-security, reboot-pending, pending, held, up-to-date; with "
+        "the pending and security counts, the held packages and since when a reboot waits. Counts per customer "
+        "and site. Take snapshots first: ansible-playbook playbooks/snapshot.yml.",
+    )
+    selection(patches)
+    output = patches.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    output.add_argument("--csv", action="store_true", help="print one CSV record per terminal")
+    patches.set_defaults(func=cmd_patches)
     return parser
 
 
