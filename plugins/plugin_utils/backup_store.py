@@ -225,6 +225,10 @@ def _fsync_path(path: str, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _zone(name: str) -> datetime.tzinfo:
+    return datetime.timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+
+
 def _zone_problem(name) -> str | None:
     if not isinstance(name, str) or not name:
         return "not an IANA time zone"
@@ -273,7 +277,16 @@ def manifest_problems(manifest) -> list[str]:
         if site_time.tzinfo is None:
             raise ValueError
     except ValueError:
+        site_time = None
         problems.append(f"manifest: time_site {manifest['time_site']!r} is not ISO with an offset")
+    if site_time is not None and not zone and len(problems) == 0:
+        utc_time = datetime.datetime.fromisoformat(manifest["time_utc"].replace("Z", "+00:00"))
+        local = utc_time.astimezone(_zone(manifest["timezone"]))
+        if abs((site_time - utc_time).total_seconds()) >= 1 or site_time.utcoffset() != local.utcoffset():
+            problems.append(
+                f"manifest: time_site {manifest['time_site']} is not time_utc {manifest['time_utc']} in "
+                f"{manifest['timezone']} ({local.replace(microsecond=0).isoformat()})"
+            )
     if manifest["parameters_sha256"] is not None and not _HEX64.match(manifest["parameters_sha256"]):
         problems.append("manifest: parameters_sha256 is not 64 hex digits")
     for name in ("transferred_bytes", "reused_bytes"):
@@ -509,6 +522,16 @@ class PartialBackup:
         st = os.stat(target)
         self._hashed[rel] = ((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), digest)
 
+    def path_for(self, relpath: str) -> str:
+        """Where ``relpath`` goes in this backup (parent directories created): fetch straight there, then
+        ``add_file(relpath, that_path)`` hashes and registers it without a copy."""
+        target = self._target(relpath)[1]
+        try:
+            self._mkparent(target)
+        except OSError as exc:
+            raise self.store._write_error(exc, self) from None
+        return target
+
     def add_file(self, relpath: str, source_path: str, keep_source: bool = False) -> dict:
         """Put a fetched file in: moved (rename) when on the store's file system and not ``keep_source``,
         copied (and fsynced) otherwise. Returns ``{path, size, sha256}`` of the stored file."""
@@ -729,8 +752,10 @@ class BackupStore:
             problems.extend(self._file_problems(partial, manifest["files"]))
         if problems:
             partial.abort()
-            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise BackupStoreError(f"{partial.terminal}: backup refused, {problems[0]}{more}; nothing was stored")
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise BackupStoreError(
+                f"{partial.terminal}: backup refused, {'; '.join(problems[:3])}{more}; nothing was stored"
+            )
         target = os.path.join(os.path.dirname(partial.path), partial.time_text)
         signature = {
             "format": FORMAT,

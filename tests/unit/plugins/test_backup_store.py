@@ -122,8 +122,16 @@ def test_context_manager_aborts_on_error(store, tmp_path):
         (lambda m: m["files"].pop(), "is in the backup but not in the manifest"),
         (lambda m: m["files"].append({"path": "etc/ipm/ghost", "size": 0, "sha256": "0" * 64}), "listed but not"),
         (lambda m: m.update(terminal="PAR01-T9"), "terminal 'PAR01-T9', but the backup is of 'PAR01-T1'"),
-        (lambda m: m.update(time_utc="2026-12-01T00:00:00Z"), "differs from the store's time"),
+        (
+            lambda m: m.update(time_utc="2026-12-01T00:00:00Z", time_site="2026-12-01T01:00:00+01:00"),
+            "differs from the store's time",
+        ),
         (lambda m: m.pop("release"), "release missing"),
+        (
+            lambda m: m.update(time_site="2026-12-02T07:15:00+00:00"),
+            "is not time_utc 2026-12-02T07:15:00Z in Europe/Paris",
+        ),
+        (lambda m: m.update(time_site="2026-12-02T09:15:00+01:00"), "is not time_utc"),
         (lambda m: m.update(format=2), "format 2"),
         (lambda m: m.update(timezone="Mars/Olympus"), "not an IANA time zone"),
         (lambda m: m["files"][0].update(path="../../etc/shadow"), "without '..'"),
@@ -204,6 +212,9 @@ def test_second_backup_links_unchanged_files(store, tmp_path):
     partial = store.begin("acme", "par01", "PAR01-T1", T0 + datetime.timedelta(days=1))
     (tmp_path / "new").write_bytes(b"currency: AUD\n")
     files = [partial.add_file("etc/ipm/app.yml", str(tmp_path / "new"))]
+    fetched = partial.path_for("etc/ipm/interfaces.yml")  # fetched straight into the partial
+    Path(fetched).write_text("payment: {}\n")
+    files.append(partial.add_file("etc/ipm/interfaces.yml", fetched))
     for rel in (DB, "etc/ipm/hardware.yml"):
         files.append(partial.link_unchanged(first, rel))
     second = store.commit(partial, manifest_for(partial, files), KEY)
