@@ -45,7 +45,13 @@ def open_store(args) -> bs.BackupStore:
 
 
 def _mib(size) -> str:
-    return "-" if not isinstance(size, int) else f"{size / (1024 * 1024):.1f} MiB"
+    """A byte count for people: 812 B, 4.9 KiB, 50.0 MiB, 1.2 GiB."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        return "-"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def _zone(name) -> datetime.tzinfo | None:
@@ -205,18 +211,23 @@ def cmd_show(args) -> int:
         )
         return 0
     row = summary(entry)
-    print(f"backup    {entry.name}")
-    print(f"path      {entry.path}")
-    print(f"time      {entry.time_iso} (store's clock)  site {row.get('time_site') or '-'} ({row.get('timezone')})")
-    for key in ("serial_number", "model", "release", "parameters_sha256", "operator"):
-        print(f"{key:<9} {manifest.get(key)}" if len(key) <= 9 else f"{key} {manifest.get(key)}")
-    print(f"change    {manifest.get('change_id') or manifest.get('ticket') or '-'}")
-    print(f"database  {json.dumps(manifest.get('database'), sort_keys=True)}")
-    print(
-        f"bytes     {_mib(row.get('bytes'))} in {row.get('files')} files; sent {_mib(manifest.get('transferred_bytes'))}, "
-        f"reused {_mib(manifest.get('reused_bytes'))}"
-    )
-    print(f"signature {'key ' + sig['key_id'] if sig else 'NONE (unsigned)'}")
+    fields = [
+        ("backup", entry.name),
+        ("path", entry.path),
+        ("time", f"{entry.time_iso} (the store's clock)"),
+        ("site time", f"{row.get('time_site') or '-'} ({row.get('timezone')})"),
+        *((key, manifest.get(key)) for key in ("serial_number", "model", "release", "parameters_sha256", "operator")),
+        ("change", manifest.get("change_id") or manifest.get("ticket") or "-"),
+        ("database", json.dumps(manifest.get("database"), sort_keys=True)),
+        (
+            "bytes",
+            f"{_mib(row.get('bytes'))} in {row.get('files')} files; sent {_mib(manifest.get('transferred_bytes'))}, "
+            f"reused {_mib(manifest.get('reused_bytes'))}",
+        ),
+        ("signature", f"key {sig['key_id']} ({sig['algorithm']})" if sig else "NONE (unsigned)"),
+    ]
+    for label, value in fields:
+        print(f"{label:<18} {value}")
     for item in manifest.get("files") or []:
         if isinstance(item, dict):
             print(f"  {item.get('sha256', '?')[:16]}  {item.get('size', '?'):>12}  {item.get('path')}")
