@@ -24,7 +24,7 @@ options:
     description: What happened to the terminal.
     type: str
     required: true
-    choices: [delivered, already_current, baked, rolled_back, failed, deferred, incompatible, not_reached]
+    choices: [delivered, already_current, baked, rolled_back, failed, deferred, incompatible, not_reached, reboot_pending]
   from_version:
     description: The release the terminal ran before.
     type: str
@@ -36,12 +36,13 @@ options:
     type: dict
   kind:
     description:
-      - What was delivered - V(release), a release of the application (C(playbooks/rollout.yml)), or
-        V(parameters), the registry's parameters (C(playbooks/parameters.yml)); then O(release) is the
-        release the terminal runs, and the entry never changes what C(ipm-audit deliveries --running)
-        says it runs.
+      - What was delivered - V(release), a release of the application (C(playbooks/rollout.yml)),
+        V(parameters), the registry's parameters (C(playbooks/parameters.yml)), or V(patch), OS patches
+        (C(playbooks/patch.yml); result V(reboot_pending) when the reboot waits for the next window); then
+        O(release) is the release the terminal runs, and the entry never changes what
+        C(ipm-audit deliveries --running) says it runs.
     type: str
-    choices: [release, parameters]
+    choices: [release, parameters, patch]
     default: release
 extends_documentation_fragment:
   - ipm.fleet.attributes

@@ -23,10 +23,12 @@ RESULTS = (
     "deferred",
     "incompatible",
     "not_reached",
+    "reboot_pending",
 )
-# What an entry delivered: a release (playbooks/rollout.yml) or parameters (playbooks/parameters.yml,
-# whose entries name the release the terminal runs and never move what it runs).
-KINDS = ("release", "parameters")
+# What an entry delivered: a release (playbooks/rollout.yml), parameters (playbooks/parameters.yml) or
+# OS patches (playbooks/patch.yml); parameters and patch entries name the release the terminal runs and
+# never move what it runs. ``reboot_pending``: a patched terminal whose reboot waits for its next window.
+KINDS = ("release", "parameters", "patch")
 DEFAULT_KIND = "release"
 
 

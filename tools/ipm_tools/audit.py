@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kind",
         choices=delivery_ledger.KINDS,
-        help="only attempts of this kind: release (playbooks/rollout.yml) or parameters (playbooks/parameters.yml)",
+        help="only attempts of this kind: release (playbooks/rollout.yml), parameters (playbooks/parameters.yml) "
+        "or patch (playbooks/patch.yml)",
     )
     p.add_argument("--running", action="store_true", help="what each terminal runs, since when, delivered by whom")
     p.add_argument("--local", action="store_true", help="times in each site's own time zone")
