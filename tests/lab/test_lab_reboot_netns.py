@@ -192,3 +192,154 @@ def test_down_during_a_reboot_leaves_nothing_running(terminal):
     assert not (TERMINALS_DIR / terminal).exists()
     assert f"ipm-lab:{terminal}" not in KNOWN_HOSTS.read_text()
     assert LAB_KEY.exists()
+
+
+# --- network namespaces ------------------------------------------------------------------------
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def namespaces() -> Iterator[dict]:
+    """Two network namespaces of our own joined by a veth pair (never the host's namespace).
+
+    ``terminal`` (the terminal's, address .2) and ``controller`` (.1) on a random 10.x.y.0/24.
+    Deleted at the end, also on failure (a veth goes with its namespace).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    suffix = uuid.uuid4().hex[:6]
+    octets = int(suffix, 16)
+    net = f"10.{200 + octets % 50}.{(octets >> 8) % 256}"
+    names = {"terminal": f"lbns-{suffix}-t", "controller": f"lbns-{suffix}-c"}
+    created = []
+    try:
+        for name in names.values():
+            _ip("netns", "add", name)
+            created.append(name)
+        _ip("link", "add", f"lbv{suffix}t", "netns", names["terminal"], "type", "veth", "peer", "name", f"lbv{suffix}c",
+            "netns", names["controller"])  # fmt: skip
+        for role, end, host in (("terminal", "t", 2), ("controller", "c", 1)):
+            _ip("-n", names[role], "addr", "add", f"{net}.{host}/24", "dev", f"lbv{suffix}{end}")
+            _ip("-n", names[role], "link", "set", f"lbv{suffix}{end}", "up")
+            _ip("-n", names[role], "link", "set", "lo", "up")
+        yield {**names, "address": f"{net}.2", "controller_address": f"{net}.1", "veth": f"lbv{suffix}"}
+    finally:
+        for name in created:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def test_up_in_a_namespace_refuses_bad_input_with_one_line(namespaces):
+    name = f"lb-{uuid.uuid4().hex[:6]}"
+    missing = f"lbns-{uuid.uuid4().hex[:6]}-missing"
+    cases = [
+        (["--netns", missing, "--address", "10.1.2.3"], f"network namespace {missing} does not exist: create it with `ip netns add {missing}`"),
+        (["--netns", namespaces["terminal"]], "needs its address there: --address ADDR"),
+        (["--netns", namespaces["terminal"], "--address", "10.254.254.254"], f"address 10.254.254.254 is not on any interface of network namespace {namespaces['terminal']}"),
+        (["--netns", namespaces["terminal"], "--address", "not-an-ip"], "is not an IPv4 address"),
+        (["--netns", "bad/name", "--address", namespaces["address"]], "is not a network namespace name"),
+    ]  # fmt: skip
+    for options, expected in cases:
+        result = run_lab("up", name, *options, check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ipm-lab: error: "), result.stderr
+        assert expected in lines[0]
+        assert "Traceback" not in result.stderr
+        assert not (TERMINALS_DIR / name).exists()
+    two = run_lab(
+        "up", name, f"{name}-2", "--netns", namespaces["terminal"], "--address", namespaces["address"], check=False
+    )
+    assert two.returncode == 1 and "boots one terminal per call" in two.stderr
+
+
+def _ssh_from(netns: str, address: str, command: str) -> subprocess.CompletedProcess:
+    """Real SSH from inside NETNS with the lab key and its known hosts (host key checked)."""
+    argv = ["ip", "netns", "exec", netns, "ssh", "-F", "/dev/null", "-i", str(LAB_KEY), "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=5", f"root@{address}", command]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_terminal_in_a_namespace_is_reached_from_its_neighbour_only(namespaces, tmp_path):
+    name = f"lb-{uuid.uuid4().hex[:6]}"
+    netns, address, controller = namespaces["terminal"], namespaces["address"], namespaces["controller"]
+    try:
+        run_lab("up", name, "--netns", netns, "--address", address)
+        state = _state(name)
+        assert state["netns"] == netns and state["address"] == address
+        # From the other namespace over the veth: real SSH, host key checked.
+        result = _ssh_from(controller, address, "hostname; ip -j addr show")
+        assert result.returncode == 0, result.stderr
+        hostname, addresses = result.stdout.split("\n", 1)
+        assert hostname == name
+        assert address in {info["local"] for link in json.loads(addresses) for info in link["addr_info"]}
+        # sshd and the application listen on the terminal's address in its namespace.
+        listening = _ssh_from(controller, address, "ss -Htln").stdout
+        assert f"{address}:22" in listening and f"{address}:8080" in listening
+        # ipm-lab ssh and status work inside the namespace too.
+        assert run_lab("ssh", name, "hostname").stdout.strip() == name
+        row = json.loads(run_lab("status", "--json", name).stdout)[0]
+        assert row["netns"] == netns and row["state"] in ("running", "degraded")
+        _wait_for(
+            "ipm-app healthy in the namespace", lambda: json.loads(run_lab("status", "--json", name).stdout)[0]["app"]
+        )
+        # The inventory names the namespace; Ansible run inside the neighbour reaches the terminal.
+        document = json.loads(run_lab("inventory", name).stdout)
+        host = document["all"]["children"]["lab"]["hosts"][name]
+        assert host["ansible_host"] == address and host["ipm_lab_netns"] == netns
+        inventory = tmp_path / "inventory.yml"
+        inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+        ansible = [
+            str(Path(sys.executable).with_name("ansible")),
+            "-i",
+            str(inventory),
+            "all",
+            "-m",
+            "ansible.builtin.ping",
+            "-o",
+        ]
+        pinged = subprocess.run(
+            ["ip", "netns", "exec", controller, *ansible],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=300,
+            check=False,
+        )
+        assert pinged.returncode == 0 and f"{name} | SUCCESS" in pinged.stdout, pinged.stdout + pinged.stderr
+        # The host's namespace has no route of its own to the terminal: the address is on no host
+        # interface, the veth ends are not in the host's namespace, and the host's route to the
+        # address (if any: a default route) goes through none of our interfaces. No packet is sent.
+        host_addresses = json.loads(_ip("-j", "addr", "show").stdout)
+        assert address not in {info.get("local") for link in host_addresses for info in link.get("addr_info", [])}
+        assert not any(link["ifname"].startswith(namespaces["veth"]) for link in host_addresses)
+        route = subprocess.run(["ip", "-j", "route", "get", address], capture_output=True, text=True, check=False)
+        if route.returncode == 0:
+            assert not any(hop.get("dev", "").startswith(namespaces["veth"]) for hop in json.loads(route.stdout))
+        # WireGuard in userspace and nftables work inside (CAP_NET_ADMIN, /dev/net/tun in the namespace).
+        _ssh_from(controller, address, "ip link add wgt type wireguard")  # no kernel module needed: may fail
+        wireguard = _ssh_from(
+            controller,
+            address,
+            "ip link del wgt 2>/dev/null; WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go wgt >/dev/null 2>&1; "
+            "umask 077; wg genkey > /root/wg.key && wg set wgt private-key /root/wg.key listen-port 51820 && "
+            "ip addr add 10.99.0.2/24 dev wgt && ip link set wgt up && wg show wgt && ip -br addr show wgt",
+        )
+        assert wireguard.returncode == 0, wireguard.stdout + wireguard.stderr
+        assert "interface: wgt" in wireguard.stdout and "listening port: 51820" in wireguard.stdout
+        assert "10.99.0.2/24" in wireguard.stdout
+        firewall = _ssh_from(controller, address, "nft add table inet lbtest && nft list ruleset")
+        assert firewall.returncode == 0, firewall.stderr
+        assert "table inet lbtest" in firewall.stdout
+        # nftables acted on the terminal's namespace, not on the host's.
+        assert (
+            "lbtest"
+            not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
+        )
+    finally:
+        run_lab("down", "--missing-ok", name, check=False)
+    assert not (TERMINALS_DIR / name).exists()
+    assert _ssh_from(controller, address, "true").returncode == 255, "nothing answers after down"

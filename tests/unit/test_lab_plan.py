@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -14,11 +16,16 @@ from ipm_tools.lab_plan import (
     base_recipe,
     check_specs,
     count_names,
+    in_netns,
+    netns_addresses,
+    netns_loopback_up,
     normalize_interfaces,
     recipe_hash,
     spec_for,
     specs_from_inventory,
     validate_address,
+    validate_netns,
+    validate_netns_address,
     validate_terminal_id,
 )
 
@@ -168,3 +175,60 @@ def test_base_has_the_vpn_firewall_and_apt_tools():
     for package in ("wireguard-go", "wireguard-tools", "nftables", "iputils-ping", "gpgv"):
         assert package in packages
     assert len(set(packages)) == len(packages)
+
+
+# --- network namespaces ------------------------------------------------------------------------
+
+IP_ADDR_JSON = json.dumps(
+    [
+        {
+            "ifname": "lo",
+            "flags": ["LOOPBACK", "UP", "LOWER_UP"],
+            "addr_info": [{"family": "inet", "local": "127.0.0.1"}],
+        },
+        {
+            "ifname": "veth0",
+            "flags": ["BROADCAST", "UP"],
+            "addr_info": [{"family": "inet", "local": "10.20.0.2"}, {"family": "inet6", "local": "fe80::1"}],
+        },
+    ]
+)
+
+
+def test_spec_keeps_its_network_namespace():
+    spec = TerminalSpec("lb-01", "10.20.0.2", netns="lbns-x")
+    assert spec.to_dict()["netns"] == "lbns-x"
+    assert TerminalSpec.from_dict(spec.to_dict()) == spec
+    # Records written before namespaces existed: the host's network.
+    assert TerminalSpec.from_dict({"terminal_id": "lb-02", "address": "127.0.100.2"}).netns == ""
+
+
+def test_netns_names():
+    assert validate_netns("lbns-1a2b3c-t") == "lbns-1a2b3c-t"
+    for bad in ("", "a/b", "..", ".", "x" * 65, None, "with space"):
+        with pytest.raises(LabError, match="is not a network namespace name"):
+            validate_netns(bad)
+
+
+def test_netns_addresses_are_any_unicast_ipv4():
+    assert validate_netns_address("10.20.0.2", "ns") == "10.20.0.2"
+    with pytest.raises(LabError, match=r"needs its address there: --address ADDR"):
+        validate_netns_address(None, "ns")
+    with pytest.raises(LabError, match="is not an IPv4 address"):
+        validate_netns_address("10.20.0", "ns")
+    for bad in ("0.0.0.0", "224.0.0.1", "255.255.255.255", "fe80::1"):
+        with pytest.raises(LabError):
+            validate_netns_address(bad, "ns")
+
+
+def test_addresses_and_loopback_of_a_namespace_from_ip_json():
+    assert netns_addresses(IP_ADDR_JSON) == ["127.0.0.1", "10.20.0.2"]
+    assert netns_addresses("") == [] and netns_addresses("not json") == []
+    assert netns_loopback_up(IP_ADDR_JSON)
+    assert not netns_loopback_up(json.dumps([{"ifname": "lo", "flags": ["LOOPBACK"]}]))
+    assert not netns_loopback_up("")
+
+
+def test_commands_run_inside_a_namespace_or_as_they_are():
+    assert in_netns("lbns-x", ["ssh", "root@10.20.0.2"]) == ["ip", "netns", "exec", "lbns-x", "ssh", "root@10.20.0.2"]
+    assert in_netns("", ["ssh", "root@127.0.100.1"]) == ["ssh", "root@127.0.100.1"]

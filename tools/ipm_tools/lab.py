@@ -26,6 +26,7 @@ from ipm_tools import PROJECT_ROOT
 from ipm_tools.lab_base import ensure_base
 from ipm_tools.lab_boot import (
     DEFAULT_BOOT_TIMEOUT_S,
+    check_netns,
     port_open,
     raise_host_limits,
     require_tools,
@@ -38,8 +39,12 @@ from ipm_tools.lab_plan import (
     allocate_addresses,
     check_specs,
     count_names,
+    in_netns,
     spec_for,
     specs_from_inventory,
+    validate_address,
+    validate_netns,
+    validate_netns_address,
     validate_terminal_id,
 )
 from ipm_tools.lab_procs import (
@@ -68,6 +73,8 @@ __all__ = [
     "KNOWN_HOSTS",
     "LAB_KEY",
     "LabError",
+    "TerminalSpec",
+    "boot_terminals",
     "build_parser",
     "container_pids",
     "ensure_base",
@@ -75,7 +82,9 @@ __all__ = [
     "main",
     "nspawn_alive",
     "rss_kib",
+    "spec_for",
     "ssh_options",
+    "stop_terminals_named",
     "terminal_dir",
 ]
 
@@ -118,10 +127,35 @@ def _read_inventory(path: str) -> list[TerminalSpec]:
     return specs_from_inventory(data, path)
 
 
+def _check_single(args: argparse.Namespace) -> None:
+    """--netns and --address boot one terminal per call, named on the command line."""
+    option = "--netns" if args.netns else "--address"
+    if args.count is not None or args.inventory or len(args.names) != 1:
+        raise LabError(f"{option} boots one terminal per call: ipm-lab up NAME --netns NS --address ADDR")
+    if args.netns:
+        validate_netns(args.netns)
+        validate_netns_address(args.address, args.netns)
+    else:
+        validate_address(args.address, "--address")
+
+
 def requested_specs(args: argparse.Namespace, running: dict[str, dict]) -> list[TerminalSpec]:
     """The terminals `up` was asked for, with addresses (reusing those of running terminals)."""
     if args.inventory:
         return _read_inventory(args.inventory)
+    if getattr(args, "netns", "") or getattr(args, "address", None):
+        (name,) = args.names
+        validate_terminal_id(name, "terminal id")
+        netns = args.netns or ""
+        address = validate_netns_address(args.address, netns) if netns else validate_address(args.address, "--address")
+        spec = spec_for(name, address)
+        spec = TerminalSpec(spec.terminal_id, address, spec.model, spec.serial_number, spec.interfaces, netns)
+        if name in running and (running[name].get("netns") or "") != netns:
+            raise LabError(
+                f"terminal {name} already runs in {running[name].get('netns') or 'the host network'}, "
+                f"not {netns or 'the host network'}: run `ipm-lab down {name}` first"
+            )
+        return [spec]
     names = args.names or count_names(args.count or 1, args.prefix)
     names = [validate_terminal_id(name, "terminal id") for name in names]
     used = {state["address"] for state in running.values() if state.get("address")}
@@ -136,6 +170,70 @@ def requested_specs(args: argparse.Namespace, running: dict[str, dict]) -> list[
     return specs
 
 
+def _up(requested, timeout: float, progress) -> list[dict]:
+    """Clean left-overs, boot what ``requested(running)`` asks for that is not up yet, wait until ready.
+
+    Returns the states of all requested terminals (those already up included).
+    """
+    started_at = time.monotonic()
+    with lab_lock():
+        running = clean_leftovers(progress)
+        specs = requested(running)
+        check_specs(specs, {terminal: state["address"] for terminal, state in running.items()})
+        for spec in specs:
+            if spec.terminal_id in running:
+                continue
+            check_netns(spec)
+            if port_open(spec.address, 22, spec.netns):
+                where = f" in network namespace {spec.netns}" if spec.netns else ""
+                raise LabError(
+                    f"terminal {spec.terminal_id}: {spec.address}:22{where} is already in use by something that "
+                    "is not a lab terminal: free that address or choose another"
+                )
+        base = ensure_base(progress)
+        public_key = ensure_lab_key()
+        raise_host_limits(progress)
+        to_start = [spec for spec in specs if spec.terminal_id not in running]
+        for spec in specs:
+            if spec.terminal_id in running:
+                progress(f"{spec.terminal_id}: already up on {spec.address}")
+        started = start_terminals(to_start, base, public_key, progress)
+    if started:
+        wait_all_ready(started, to_start, base, public_key, timeout, started_at, progress)
+        progress(f"{len(started)} terminal(s) ready in {time.monotonic() - started_at:.1f}s")
+    by_id = {state["terminal_id"]: state for state in started}
+    return [by_id.get(spec.terminal_id) or running[spec.terminal_id] for spec in specs]
+
+
+def boot_terminals(specs: list[TerminalSpec], timeout: float = DEFAULT_BOOT_TIMEOUT_S, progress=_say) -> list[dict]:
+    """Python API of `ipm-lab up`: boot SPECS (as root) and wait until each one is ready.
+
+    A spec with ``netns`` boots into that existing network namespace with ``address`` its own
+    address there (see docs/lab.md). Terminals already up are left as they are; if one does not
+    come up, all started here are stopped and LabError says why. Returns each terminal's state
+    (``terminal.json``: terminal_id, address, netns, pid, ...). Stop them with stop_terminals_named.
+    """
+    require_root("up")
+    require_tools()
+    for spec in specs:
+        validate_terminal_id(spec.terminal_id, "terminal id")
+        if spec.netns:
+            validate_netns(spec.netns, f"terminal {spec.terminal_id}: netns")
+            validate_netns_address(spec.address, spec.netns, f"terminal {spec.terminal_id}: address")
+        else:
+            validate_address(spec.address, f"terminal {spec.terminal_id}: address")
+    return _up(lambda _running: list(specs), timeout, progress)
+
+
+def stop_terminals_named(names: list[str], missing_ok: bool = True, progress=_say) -> None:
+    """Python API of `ipm-lab down NAMES` (``--missing-ok`` by default)."""
+    require_root("down")
+    with lab_lock():
+        states = _selected(names, missing_ok)
+        if states:
+            stop_terminals(states, progress)
+
+
 def command_up(args: argparse.Namespace) -> int:
     require_root("up")
     require_tools()
@@ -143,29 +241,9 @@ def command_up(args: argparse.Namespace) -> int:
         raise LabError(f"--count must be at least 1, got {args.count}")
     if args.count is not None:
         count_names(args.count, args.prefix)
-    started_at = time.monotonic()
-    with lab_lock():
-        running = clean_leftovers(_say)
-        specs = requested_specs(args, running)
-        check_specs(specs, {terminal: state["address"] for terminal, state in running.items()})
-        for spec in specs:
-            if spec.terminal_id not in running and port_open(spec.address, 22):
-                raise LabError(
-                    f"terminal {spec.terminal_id}: {spec.address}:22 is already in use by something that is "
-                    "not a lab terminal: free that address or choose another"
-                )
-        base = ensure_base(_say)
-        public_key = ensure_lab_key()
-        raise_host_limits(_say)
-        to_start = [spec for spec in specs if spec.terminal_id not in running]
-        for spec in specs:
-            if spec.terminal_id in running:
-                _say(f"{spec.terminal_id}: already up on {spec.address}")
-        started = start_terminals(to_start, base, public_key, _say)
-    if not started:
-        return 0
-    wait_all_ready(started, to_start, base, public_key, args.timeout, started_at, _say)
-    _say(f"{len(started)} terminal(s) ready in {time.monotonic() - started_at:.1f}s")
+    if args.netns or args.address:
+        _check_single(args)
+    _up(lambda running: requested_specs(args, running), args.timeout, _say)
     return 0
 
 
@@ -193,8 +271,23 @@ def command_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def app_health(address: str) -> dict | None:
+# Run inside a network namespace with `ip netns exec`: print the body of GET URL.
+_HEALTH_PROBE = (
+    "import sys, urllib.request\n"
+    "with urllib.request.urlopen(sys.argv[1], timeout=2) as response:\n"
+    "    sys.stdout.write(response.read().decode())\n"
+)
+
+
+def app_health(address: str, netns: str = "") -> dict | None:
     """The application's /health answer, or None if it does not answer."""
+    if netns:
+        probe = in_netns(netns, [sys.executable, "-I", "-S", "-c", _HEALTH_PROBE, health_url(address)])
+        try:
+            result = subprocess.run(probe, capture_output=True, text=True, timeout=10, check=False)
+            return json.loads(result.stdout) if result.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError):
+            return None
     try:
         with urllib.request.urlopen(health_url(address), timeout=2) as response:
             return json.loads(response.read().decode())
@@ -211,6 +304,7 @@ def terminal_status(state: dict) -> dict:
         "nspawn_pid": nspawn_pid(state),
         "boots": boot_count(state),
         "model": state.get("model"),
+        "netns": state.get("netns") or "",
         "state": "stopped",
         "app": None,
     }
@@ -222,9 +316,9 @@ def terminal_status(state: dict) -> dict:
         row["state"] = "rebooting" if row["boots"] > 1 or row["nspawn_pid"] is None else "booting"
         return row
     row["state"] = system_state(state)
-    if not port_open(state["address"], 22):
+    if not port_open(state["address"], 22, row["netns"]):
         row["state"] += " (sshd not answering)"
-    row["app"] = app_health(state["address"])
+    row["app"] = app_health(state["address"], row["netns"])
     return row
 
 
@@ -268,6 +362,9 @@ def inventory_document(states: list[dict]) -> dict:
             "ipm_model": state.get("model"),
             "ipm_serial_number": state.get("serial_number"),
         }
+        if state.get("netns"):
+            # Reachable from a controller inside a namespace that routes to it (ip netns exec ... ansible).
+            hosts[state["terminal_id"]]["ipm_lab_netns"] = state["netns"]
     return {"all": {"children": {"lab": {"hosts": hosts}}}}
 
 
@@ -288,8 +385,9 @@ def command_ssh(args: argparse.Namespace) -> int:
     argv = ["ssh", *ssh_options(), "-o", "BatchMode=no", f"root@{state['address']}", *args.command]
     if sys.stdin.isatty() and not args.command:
         argv.insert(1, "-t")
+    argv = in_netns(state.get("netns") or "", argv)  # a terminal in a namespace: ssh from inside it
     sys.stdout.flush()
-    os.execvp("ssh", argv)
+    os.execvp(argv[0], argv)
     return 0  # not reached
 
 
@@ -316,6 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which.add_argument("names", nargs="*", default=[], metavar="TERMINAL", help="terminal ids to boot")
     up.add_argument("--prefix", default="lab-", help="name prefix with --count (default: lab-)")
+    up.add_argument(
+        "--netns",
+        default="",
+        metavar="NS",
+        help="boot the one terminal named into this existing network namespace (ip netns add NS) instead "
+        "of the host's network; needs --address",
+    )
+    up.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="the one terminal's address: with --netns an address on an interface of NS, else a 127.x.y.z",
+    )
     up.add_argument(
         "--timeout",
         type=float,

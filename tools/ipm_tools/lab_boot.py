@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ipm_tools.lab_files import HOST_KEY, PERIPHERALS_UNIT, terminal_files
-from ipm_tools.lab_plan import LabError, TerminalSpec
+from ipm_tools.lab_plan import LabError, TerminalSpec, in_netns, netns_addresses, netns_loopback_up
 from ipm_tools.lab_procs import nspawn_alive, stop_terminals
 from ipm_tools.lab_state import (
     BOOTS_FILE,
@@ -83,12 +83,65 @@ def raise_host_limits(progress: Progress) -> None:
             progress(f"warning: could not raise {path} to {minimum} ({error}); many terminals may fail to boot")
 
 
-def port_open(address: str, port: int) -> bool:
+# Run inside a network namespace with `ip netns exec`: exit 0 if ADDRESS:PORT accepts a connection.
+_PORT_PROBE = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()\n"
+    "except OSError:\n"
+    "    sys.exit(1)\n"
+)
+
+
+def port_open(address: str, port: int, netns: str = "") -> bool:
+    """Whether ADDRESS:PORT accepts a TCP connection, seen from the host's network or from NETNS."""
+    if netns:
+        probe = in_netns(netns, [sys.executable, "-I", "-S", "-c", _PORT_PROBE, address, str(port)])
+        try:
+            return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
     try:
         with socket.create_connection((address, port), timeout=1):
             return True
     except OSError:
         return False
+
+
+# --- network namespaces -------------------------------------------------------------------------
+
+NETNS_DIR = Path("/run/netns")
+TUN_DEVICE = Path("/dev/net/tun")
+
+
+def _ip_json(netns: str, *args: str) -> str:
+    result = subprocess.run(["ip", "-n", netns, "-j", *args], capture_output=True, text=True, check=False, timeout=20)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def check_netns(spec: TerminalSpec) -> None:
+    """A terminal booted into a network namespace: the namespace exists, has its address, lo is up."""
+    if not spec.netns:
+        return
+    netns, address = spec.netns, spec.address
+    if not (NETNS_DIR / netns).exists():
+        raise LabError(f"network namespace {netns} does not exist: create it with `ip netns add {netns}`")
+    if shutil.which("ip") is None:
+        raise LabError("ip not found (terminals in network namespaces need it): apt-get install iproute2")
+    present = netns_addresses(_ip_json(netns, "addr", "show"))
+    if address not in present:
+        raise LabError(
+            f"terminal {spec.terminal_id}: address {address} is not on any interface of network namespace "
+            f"{netns} (its addresses: {', '.join(present) or 'none'}): add it first, e.g. "
+            f"`ip -n {netns} addr add {address}/24 dev IFACE`"
+        )
+    if not netns_loopback_up(_ip_json(netns, "link", "show")):
+        raise LabError(
+            f"network namespace {netns}: lo is down (the terminal's own address is reached over it): "
+            f"`ip -n {netns} link set lo up`"
+        )
+    if not TUN_DEVICE.exists():
+        raise LabError(f"{TUN_DEVICE} is missing (WireGuard in userspace needs it): modprobe tun")
 
 
 # --- one terminal ------------------------------------------------------------------------------
@@ -164,6 +217,14 @@ def start_terminal(spec: TerminalSpec, base: Path) -> dict:
         "-D",
         str(base),
     ]
+    if spec.netns:
+        # Its own network: WireGuard in userspace (wireguard-go: /dev/net/tun) and nftables need
+        # CAP_NET_ADMIN, which then acts on the namespace only, never on the host's network.
+        nspawn[1:1] = [
+            f"--network-namespace-path={NETNS_DIR / spec.netns}",
+            f"--bind={TUN_DEVICE}",
+            "--capability=CAP_NET_ADMIN",
+        ]
     # -I -S: the standard library only, no site packages (less memory, nothing of the venv needed).
     command = [
         sys.executable,
@@ -192,9 +253,9 @@ def start_terminal(spec: TerminalSpec, base: Path) -> dict:
     return state
 
 
-def _ssh(address: str, command: str, timeout: float) -> subprocess.CompletedProcess:
+def _ssh(address: str, command: str, timeout: float, netns: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["ssh", *ssh_options(), f"root@{address}", command],
+        in_netns(netns, ["ssh", *ssh_options(), f"root@{address}", command]),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -208,13 +269,13 @@ def wait_ready(state: dict, timeout_s: float) -> tuple[str, list[str]]:
 
     Returns (system state, failed units); raises LabError on timeout or if nspawn exits.
     """
-    terminal, address = state["terminal_id"], state["address"]
+    terminal, address, netns = state["terminal_id"], state["address"], state.get("netns") or ""
     deadline = time.monotonic() + timeout_s
     last = "sshd not answering yet"
     while time.monotonic() < deadline:
         if not nspawn_alive(state):
             raise LabError(f"terminal {terminal}: systemd-nspawn exited during boot ({log_tail(terminal)})")
-        if not port_open(address, 22):
+        if not port_open(address, 22, netns):
             time.sleep(0.3)
             continue
         remaining = max(1.0, deadline - time.monotonic())
@@ -223,6 +284,7 @@ def wait_ready(state: dict, timeout_s: float) -> tuple[str, list[str]]:
                 address,
                 "systemctl is-system-running --wait; systemctl list-units --failed --plain --no-legend",
                 timeout=remaining,
+                netns=netns,
             )
         except subprocess.TimeoutExpired:
             last = "systemctl is-system-running --wait did not return"
@@ -238,7 +300,8 @@ def wait_ready(state: dict, timeout_s: float) -> tuple[str, list[str]]:
             return system_state, failed
         last = f"systemd state {system_state or '?'}"
         time.sleep(0.5)
-    raise LabError(f"terminal {terminal} ({address}) not ready after {timeout_s:.0f}s: {last}")
+    where = f"{address} in network namespace {netns}" if netns else address
+    raise LabError(f"terminal {terminal} ({where}) not ready after {timeout_s:.0f}s: {last}")
 
 
 # --- many terminals ----------------------------------------------------------------------------

@@ -39,6 +39,8 @@ _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 MAX_TERMINAL_ID = 64
 # A peripheral name becomes a file name under /dev/ipm.
 _PERIPHERAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A network namespace name is a file name under /run/netns.
+_NETNS = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class LabError(Exception):
@@ -54,6 +56,8 @@ class TerminalSpec:
     model: str = DEFAULT_MODEL
     serial_number: str = ""
     interfaces: tuple[dict, ...] = field(default_factory=tuple)
+    # A network namespace (``ip netns add NAME``) the terminal boots into; "" = the host's network.
+    netns: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -62,6 +66,7 @@ class TerminalSpec:
             "model": self.model,
             "serial_number": self.serial_number,
             "interfaces": [dict(item) for item in self.interfaces],
+            "netns": self.netns,
         }
 
     @classmethod
@@ -72,6 +77,7 @@ class TerminalSpec:
             model=data.get("model", DEFAULT_MODEL),
             serial_number=data.get("serial_number", ""),
             interfaces=tuple(dict(item) for item in data.get("interfaces", [])),
+            netns=data.get("netns") or "",
         )
 
 
@@ -101,6 +107,63 @@ def validate_address(address: object, where: str) -> str:
     if str(parsed) in RESERVED_ADDRESSES:
         raise LabError(f"{where}: address {address} is reserved (controller loopback); choose another 127.x.y.z")
     return str(parsed)
+
+
+def validate_netns(name: object, where: str = "--netns") -> str:
+    """Return ``name`` if it can name a network namespace of ``ip netns`` (a file in /run/netns)."""
+    if not isinstance(name, str) or not _NETNS.match(name) or name in (".", ".."):
+        raise LabError(
+            f"{where}: {name!r} is not a network namespace name: use letters, digits, '-', '_' or '.' "
+            "(at most 64 characters), as given to `ip netns add`"
+        )
+    return name
+
+
+def validate_netns_address(address: object, netns: str, where: str = "--address") -> str:
+    """Return ``address`` if it can be a terminal's own address inside network namespace NETNS."""
+    if address is None or address == "":
+        raise LabError(
+            f"{where}: a terminal in network namespace {netns} needs its address there: "
+            f"--address ADDR (an IPv4 address on an interface of {netns})"
+        )
+    try:
+        parsed = ipaddress.ip_address(str(address))
+    except ValueError:
+        raise LabError(f"{where}: {address!r} is not an IPv4 address (the terminal's address in {netns})") from None
+    if parsed.version != 4 or parsed.is_unspecified or parsed.is_multicast or str(parsed) == "255.255.255.255":
+        raise LabError(f"{where}: {address} cannot be a terminal's own address: give a unicast IPv4 address")
+    return str(parsed)
+
+
+def netns_addresses(ip_json: str) -> list[str]:
+    """The IPv4 addresses of every interface in ``ip -j addr show`` output."""
+    try:
+        links = json.loads(ip_json or "[]")
+    except ValueError:
+        return []
+    found = []
+    for link in links if isinstance(links, list) else []:
+        for info in link.get("addr_info", []) or []:
+            if info.get("family") == "inet" and info.get("local"):
+                found.append(str(info["local"]))
+    return found
+
+
+def netns_loopback_up(ip_json: str) -> bool:
+    """Whether ``lo`` is up in ``ip -j link show`` output (a namespace's own address is reached over lo)."""
+    try:
+        links = json.loads(ip_json or "[]")
+    except ValueError:
+        return False
+    for link in links if isinstance(links, list) else []:
+        if link.get("ifname") == "lo":
+            return "UP" in (link.get("flags") or [])
+    return False
+
+
+def in_netns(netns: str, argv: list[str]) -> list[str]:
+    """ARGV run inside network namespace NETNS (``ip netns exec``), or as is for the host's network."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
 
 
 def plan_addresses() -> Iterable[str]:
