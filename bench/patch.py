@@ -1,0 +1,192 @@
+"""Benchmark: playbooks/patch.yml against a plain parallel ``ssh root@T apt-get -y upgrade`` (the floor).
+
+    sudo .venv/bin/python bench/patch.py [--terminals 20] [--rounds 2]
+
+Builds the lab's signed vendor mirror (``ipm-aptrepo``), serves it on 127.0.73.250, boots N lab
+terminals (``pb-<random>-NN``; stopped again at the end, also on failure) and puts them on the
+mirror at the baseline versions (tests/lab/aptrepo_fixture.py). Each round installs the same set of
+updates on all of them twice, once per contender, resetting the terminals to the baseline in
+between (not timed), alternating which goes first:
+
+- ansible: ``ansible-playbook playbooks/patch.yml -e change_id=CHG-BENCH -e patch_scope=all``
+  (one ring, a window open all day, forks N);
+- floor: one thread per terminal, one ssh command each (with a control master, as Ansible's
+  ControlPersist): ``apt-get update`` then ``apt-get -y upgrade``.
+
+Both end with the newest version of every package of the mirror on every terminal (checked after
+each run, not timed). Prints each round and the medians; last line
+``patch terminals=<N> ansible_s=<s> floor_s=<s> ratio=<r>`` (goal: ratio 1.5 or less).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "collections"))
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+from aptrepo_fixture import installed_versions, prepare_terminals, reset_terminals  # noqa: E402
+
+from ipm_tools import aptrepo  # noqa: E402
+from ipm_tools.lab import ssh_options  # noqa: E402
+
+ADDRESS = "127.0.73.250"
+PLAYBOOK = ROOT / "playbooks" / "patch.yml"
+SSH_OPTIONS = [
+    *ssh_options(),
+    "-o",
+    "ControlMaster=auto",
+    "-o",
+    "ControlPersist=60s",
+    "-o",
+    "ControlPath=/tmp/bench-patch-%C",
+]
+FLOOR = "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -y -q upgrade >/dev/null"
+ALWAYS = [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "duration_minutes": 1440}]
+
+
+def env() -> dict[str, str]:
+    variables = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        IPM_AUDIT_LOG=str(Path(tempfile.gettempdir()) / "bench-patch-audit.jsonl"),
+    )
+    variables["PATH"] = f"{BIN}{os.pathsep}{variables.get('PATH', '')}"
+    return variables
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env=env(), check=False, **kwargs)
+    if result.returncode != 0:
+        sys.exit(
+            f"bench/patch: `{' '.join(command[:4])} ...` failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}{result.stderr[-2000:]}"
+        )
+    return result
+
+
+def ssh(address: str, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", *SSH_OPTIONS, f"root@{address}", command], capture_output=True, text=True, check=False, timeout=600
+    )
+
+
+def inventory_for(hosts: dict[str, dict], path: Path) -> None:
+    """A static inventory with what patch.yml reads: one ring, a window open all day, the sites' zone."""
+    for name, variables in hosts.items():
+        variables.update(ipm_terminal_id=name, ipm_customer_id="bench", ipm_site_id="bench", ipm_ring="broad")
+    document = {
+        "all": {
+            "vars": {"ipm_site_timezone": "UTC", "ipm_site_windows": ALWAYS},
+            "children": {"ring_broad": {"hosts": hosts}},
+        }
+    }
+    path.write_text(yaml.safe_dump(document))
+
+
+def floor(addresses: dict[str, str]) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        results = dict(zip(addresses, pool.map(lambda name: ssh(addresses[name], FLOOR), addresses), strict=True))
+    elapsed = time.perf_counter() - started
+    failed = [f"{name}: {result.stderr.strip()[-300:]}" for name, result in results.items() if result.returncode]
+    if failed:
+        sys.exit("bench/patch: the floor failed on\n" + "\n".join(failed))
+    return elapsed
+
+
+def ansible(inventory: Path, forks: int, round_number: int) -> float:
+    command = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK), "-f", str(forks)]
+    command += ["-e", f"change_id=CHG-BENCH-{round_number}", "-e", "patch_scope=all"]
+    started = time.perf_counter()
+    run(command, cwd=ROOT, timeout=3600)
+    return time.perf_counter() - started
+
+
+def check(addresses: dict[str, str], repository: aptrepo.Repository, who: str) -> None:
+    """Every terminal has the newest version of every package of the mirror (the same set of updates)."""
+    wanted = repository.newest()
+    wrong = {name: found for name, found in installed_versions(addresses, repository).items() if found != wanted}
+    if wrong:
+        sys.exit(f"bench/patch: after {who}, terminals miss updates (wanted {wanted}): {wrong}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--terminals", type=int, default=20, help="lab terminals (default 20)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds, medians reported (default 2)")
+    args = parser.parse_args()
+    if args.terminals < 1 or args.rounds < 1:
+        parser.error("--terminals and --rounds: expected 1 or more")
+    if os.geteuid() != 0:
+        parser.error("lab terminals need root: sudo .venv/bin/python bench/patch.py")
+    names = [f"pb-{uuid.uuid4().hex[:4]}-{index:02d}" for index in range(1, args.terminals + 1)]
+    times: dict[str, list[float]] = {"ansible": [], "floor": []}
+    with tempfile.TemporaryDirectory(prefix="bench-patch-") as scratch:
+        repository = aptrepo.build_repository(Path(scratch) / "mirror")
+        inventory = Path(scratch) / "inventory.yml"
+        with aptrepo.serve_repository(repository, ADDRESS) as server:
+            try:
+                print(f"mirror {server.url}; booting {len(names)} lab terminals ...", flush=True)
+                started = time.perf_counter()
+                run([str(BIN / "ipm-lab"), "up", *names], timeout=1800)
+                document = json.loads(run([str(BIN / "ipm-lab"), "inventory", *names]).stdout)
+                hosts = document["all"]["children"]["lab"]["hosts"]
+                addresses = {name: hosts[name]["ansible_host"] for name in names}
+                inventory_for(hosts, inventory)
+                prepare_terminals(addresses, repository, server.url)
+                print(f"ready in {time.perf_counter() - started:.1f} s, on the baseline", flush=True)
+                contenders = {
+                    "ansible": lambda number: ansible(inventory, len(names), number),
+                    "floor": lambda number: floor(addresses),
+                }
+                if not PLAYBOOK.exists():
+                    print("playbooks/patch.yml does not exist yet: timing the floor only", flush=True)
+                    contenders.pop("ansible")
+                for number in range(1, args.rounds + 1):
+                    order = list(contenders) if number % 2 else list(reversed(contenders))
+                    for key in order:
+                        times[key].append(contenders[key](number))
+                        check(addresses, repository, key)
+                        reset_terminals(addresses, repository)
+                    print(
+                        f"round {number}: " + " ".join(f"{key}={times[key][-1]:.1f}s" for key in contenders),
+                        flush=True,
+                    )
+            finally:
+                subprocess.run(
+                    [str(BIN / "ipm-lab"), "down", "--missing-ok", *names],
+                    capture_output=True,
+                    text=True,
+                    env=env(),
+                    check=False,
+                )
+    floor_s = statistics.median(times["floor"])
+    if not times["ansible"]:
+        print(f"floor median over {args.rounds} rounds: {floor_s:.1f} s on {len(names)} terminals")
+        print("bench/patch: no playbooks/patch.yml, no ratio", file=sys.stderr)
+        return 1
+    ansible_s = statistics.median(times["ansible"])
+    print(f"median over {args.rounds} rounds, {len(names)} terminals")
+    print(
+        f"patch terminals={len(names)} ansible_s={ansible_s:.1f} floor_s={floor_s:.1f} ratio={ansible_s / floor_s:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
