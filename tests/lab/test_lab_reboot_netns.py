@@ -343,3 +343,26 @@ def test_terminal_in_a_namespace_is_reached_from_its_neighbour_only(namespaces, 
         run_lab("down", "--missing-ok", name, check=False)
     assert not (TERMINALS_DIR / name).exists()
     assert _ssh_from(controller, address, "true").returncode == 255, "nothing answers after down"
+
+
+def test_python_api_boots_into_a_namespace_and_stops(namespaces):
+    """The API the VPN tests use: boot_terminals([TerminalSpec(..., netns=NS)]) and stop_terminals_named."""
+    from ipm_tools.lab import TerminalSpec, boot_terminals, stop_terminals_named
+
+    name = f"lb-{uuid.uuid4().hex[:6]}"
+    netns, controller = namespaces["terminal"], namespaces["controller"]
+    address = namespaces["address"].rsplit(".", 1)[0] + ".3"
+    _ip("-n", netns, "addr", "add", f"{address}/24", "dev", f"{namespaces['veth']}t")
+    messages: list[str] = []
+    try:
+        (state,) = boot_terminals([TerminalSpec(name, address, netns=netns)], timeout=180, progress=messages.append)
+        assert state["terminal_id"] == name and state["netns"] == netns and state["address"] == address
+        assert any(message.startswith(f"{name}: ready on {address}") for message in messages)
+        assert _ssh_from(controller, address, "hostname").stdout.strip() == name
+        # Again: already up, left as it is.
+        (again,) = boot_terminals([TerminalSpec(name, address, netns=netns)], progress=messages.append)
+        assert again["pid"] == state["pid"]
+    finally:
+        stop_terminals_named([name], progress=messages.append)
+    assert not (TERMINALS_DIR / name).exists()
+    assert not nspawn_alive(state)
