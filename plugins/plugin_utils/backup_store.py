@@ -332,6 +332,16 @@ def manifest_problems(manifest) -> list[str]:
     return problems
 
 
+def _unexpected_top(path: str, allowed: tuple[str, ...]) -> list[str]:
+    """Names at the top of a backup other than files/, the manifest and the signature (and ``allowed``)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    known = (FILES_DIR, MANIFEST_NAME, SIGNATURE_NAME, *allowed)
+    return sorted(name for name in names if name not in known)
+
+
 def _walk_files(files_dir: str) -> tuple[dict[str, os.stat_result], list[str]]:
     """Regular files under ``files_dir`` by relative path, and anything that is not a regular file."""
     found: dict[str, os.stat_result] = {}
@@ -795,6 +805,10 @@ class BackupStore:
     def _file_problems(partial: PartialBackup, files: list) -> list[str]:
         found, odd = _walk_files(partial.files_dir)
         problems = [f"{rel}: not a regular file" for rel in odd]
+        problems.extend(
+            f"{name} is in the backup beside files/ (only files/ is backed up)"
+            for name in _unexpected_top(partial.path, (LOCK_NAME,))
+        )
         for item in files:
             rel = check_relpath(item["path"])
             st = found.pop(rel, None)
@@ -1056,6 +1070,7 @@ def verify_report(entry: BackupEntry, key: bytes | None, subset: float | None = 
         raise BackupStoreError(f"subset {subset!r}: expected a share between 0 and 1 (e.g. 0.1 for 10%)")
     seed = default_seed() if seed is None else seed
     found, odd = _walk_files(entry.files_dir)
+    problems.extend(f"{name}: extra, beside files/ (not part of a backup)" for name in _unexpected_top(entry.path, ()))
     problems.extend(f"file {rel}: not a regular file" for rel in odd)
     for item in manifest["files"]:
         rel = check_relpath(item["path"])

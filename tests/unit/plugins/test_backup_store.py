@@ -160,6 +160,7 @@ def test_verify_finds_flipped_byte_truncation_missing_extra_and_unsigned(store, 
         handle.truncate(100)
     os.unlink(file_of(gone, "etc/ipm/app.yml"))
     Path(file_of(extra, "etc/ipm/added.yml")).write_text("x")
+    Path(extra.path, "notes.txt").write_text("x")
     os.unlink(unsigned.signature_path)
     manifest = tampered.manifest()
     manifest["release"] = "9.9.9"
@@ -169,7 +170,10 @@ def test_verify_finds_flipped_byte_truncation_missing_extra_and_unsigned(store, 
     assert any("wrong sha256" in p and DB in p for p in bs.verify(flip, KEY))
     assert any("truncated (100 bytes" in p for p in bs.verify(trunc, KEY))
     assert bs.verify(gone, KEY) == ["file etc/ipm/app.yml: missing"]
-    assert bs.verify(extra, KEY) == ["file etc/ipm/added.yml: extra (not in the manifest)"]
+    assert bs.verify(extra, KEY) == [
+        "notes.txt: extra, beside files/ (not part of a backup)",
+        "file etc/ipm/added.yml: extra (not in the manifest)",
+    ]
     assert bs.verify(unsigned, KEY) == ["unsigned: no manifest.sig"]
     assert bs.verify(tampered, KEY) == ["bad signature: the manifest was changed after it was signed"]
     assert any("signature file is not JSON" in p for p in bs.verify(sig_junk, KEY))
