@@ -87,7 +87,8 @@ ansible_facts:
         os:
           description:
             - C(id) (for example C(debian-12)), C(distribution), C(version), C(kernel), C(packages) (name to version),
-              C(pending_updates) and C(pending_security_updates) (name to installed and candidate version, from the apt lists present).
+              C(pending_updates) and C(pending_security_updates) (name to installed and candidate version, from the apt lists present),
+              C(held_packages) (names dpkg keeps on hold), C(reboot_required) (C(required), C(packages), C(since) from /var/run/reboot-required).
           type: dict
           sample: {"id": "debian-12", "version": "12", "kernel": "6.1.0-26-amd64", "package_count": 212,
                    "pending_updates": {"openssl": {"installed": "3.0.14-1~deb12u1", "candidate": "3.0.15-1~deb12u1"}}}
