@@ -346,6 +346,8 @@ def _walk_files(files_dir: str) -> tuple[dict[str, os.stat_result], list[str]]:
     """Regular files under ``files_dir`` by relative path, and anything that is not a regular file."""
     found: dict[str, os.stat_result] = {}
     odd: list[str] = []
+    if os.path.islink(files_dir):
+        return found, [f"{FILES_DIR} (a symbolic link, not the backup's own directory)"]
     if not os.path.isdir(files_dir):
         return found, odd
     for dirpath, dirnames, filenames in os.walk(files_dir):

@@ -191,6 +191,16 @@ def test_verify_finds_a_backup_of_another_terminal(store, tmp_path):
     assert bs.verify(copied, KEY) == ["manifest of terminal 'PAR01-T1' in the directory of terminal 'PAR01-T2'"]
 
 
+def test_symlinks_in_a_backup_are_not_files(store, tmp_path):
+    entry = make_backup(store, tmp_path, when=T0)
+    os.symlink("/etc/passwd", file_of(entry, "etc/ipm/link"))
+    assert "file etc/ipm/link: not a regular file" in bs.verify(entry, KEY)
+    other = make_backup(store, tmp_path, terminal="PAR01-T2", when=T0)
+    shutil.move(other.files_dir, str(tmp_path / "elsewhere"))
+    os.symlink(str(tmp_path / "elsewhere"), other.files_dir)
+    assert "file files (a symbolic link, not the backup's own directory): not a regular file" in bs.verify(other, KEY)
+
+
 def test_manifest_not_json_is_one_clear_error(store, tmp_path):
     entry = make_backup(store, tmp_path, when=T0)
     Path(entry.manifest_path).write_text("{oops")
