@@ -15,7 +15,13 @@ description:
     customer with its sites and terminals), validates all of it in one pass and turns it into hosts and groups.
   - Every terminal becomes a host named by its id; C(retired) terminals are left out unless O(include_retired=true).
   - "Host variables: C(ansible_host), C(ipm_terminal_id), C(ipm_customer_id), C(ipm_site_id), C(ipm_model),
-    C(ipm_serial_number), C(ipm_release), C(ipm_ring), C(ipm_status), C(ipm_interfaces), C(ipm_parameters), C(ipm_tags)."
+    C(ipm_serial_number), C(ipm_release), C(ipm_ring), C(ipm_status), C(ipm_interfaces), C(ipm_parameters), C(ipm_tags),
+    and the VPN address plan's C(ipm_vpn_address) (null until assigned), C(ipm_vpn_prefix) (its site's prefix) and
+    C(ipm_vpn_customer_prefix) (null when the catalog has no C(vpn) section)."
+  - "When the catalog has a C(vpn) section, group C(all) gets C(ipm_vpn): the catalog's VPN settings (C(supernet),
+    C(support_prefix), C(hub_address), C(hub_endpoint), C(listen_port), C(keepalive_s), ...) plus C(customers)
+    (each customer's C(prefix) and its C(sites) prefixes), from which the C(ipm.fleet.vpn_hub) role builds its
+    peers and the filter C(ipm.fleet.vpn_isolation_rules) the forwarding policy."
   - "Groups: C(customer_<id>), C(site_<id>) (children of their customer group), C(country_<cc>), C(tz_<zone>),
     C(language_<ll>) (parents of site groups), C(sla_<tier>) (parent of customer groups), C(model_<model>),
     C(release_<version>), C(ring_<ring>), C(status_<status>). Names are lower case, other characters become C(_)."
@@ -60,6 +66,28 @@ options:
     default: 0
     env:
       - name: IPM_REGISTRY_WORKERS
+  connect_via:
+    description:
+      - Which address C(ansible_host) is.
+      - V(address) is the terminal's C(address) in the registry.
+      - V(vpn) is its address in the VPN address plan (C(vpn-plan.yml) beside the registry, see
+        C(ipm-registry addresses)), so that every playbook reaches the terminals through the tunnel. Needs a
+        C(vpn) section in the catalog. A maintained terminal without an address in the plan fails the
+        inventory with a message naming it and saying to run C(ipm-registry addresses --assign), unless
+        O(vpn_unassigned=skip). Retired terminals (O(include_retired=true)) keep their registry address.
+    type: str
+    choices: [address, vpn]
+    default: address
+    env:
+      - name: IPM_REGISTRY_CONNECT_VIA
+  vpn_unassigned:
+    description:
+      - With O(connect_via=vpn), what happens to a terminal that has no address in the VPN plan yet.
+      - V(fail) fails the inventory (naming every such terminal); V(skip) leaves those terminals out of the
+        inventory with one warning naming them.
+    type: str
+    choices: [fail, skip]
+    default: fail
 """
 
 EXAMPLES = r"""
@@ -86,6 +114,13 @@ keyed_groups:
     prefix: tag
   - key: ipm_site_timezone.split('/')[0]
     prefix: region
+
+---
+# Every playbook over the VPN: ansible_host is each terminal's planned tunnel address
+# (ipm-registry addresses --assign records them in vpn-plan.yml beside the registry).
+plugin: ipm.fleet.registry
+registry: /srv/fleet-registry
+connect_via: vpn
 
 ---
 # Retired terminals too (for an audit of the whole history), cached for an hour.
@@ -118,6 +153,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import (  #
     is_vault_value,
     to_encrypted,
 )
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vpn_plan import VpnPlanError, apply_to_inventory  # noqa: E402
 
 CONFIG_SUFFIXES = (".ipm_registry.yml", ".ipm_registry.yaml")
 FREEZE_MIN_HOSTS = 10000
@@ -199,6 +235,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             registry_dir = os.path.join(os.path.dirname(os.path.abspath(path)), registry_dir)
         registry_dir = os.path.normpath(registry_dir)
         include_retired = self.get_option("include_retired")
+        vpn_options = (self.get_option("connect_via"), self.get_option("vpn_unassigned"))
         workers = self.get_option("workers")
         if workers < 0:
             raise AnsibleParserError(
@@ -215,7 +252,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         stamp = None
         if attempt_to_read_cache or cache_needs_update:
             # The cache holds the plan with the registry's file sizes and times: an edit invalidates it.
-            stamp = [registry_dir, include_retired, fingerprint(registry_dir)]
+            stamp = [registry_dir, include_retired, *vpn_options, fingerprint(registry_dir)]
         if attempt_to_read_cache:
             try:
                 cached = self._cache[cache_key]
@@ -231,14 +268,20 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             plan = None  # an entry whose vault values cannot be made encrypted again: read the registry
             cache_needs_update = True
         if plan is None:
-            plan = self._plan(registry_dir, include_retired, workers)
+            plan = self._plan(registry_dir, include_retired, workers, vpn_options)
             vaults = encrypt_vaults(plan)
         if cache_needs_update:
             self._cache[cache_key] = {"stamp": stamp, "plan": plan, "vaults": vaults}
 
+        if plan.get("vpn_skipped"):
+            self.display.warning(
+                "ipm.fleet.registry: %d terminal(s) left out (vpn_unassigned: skip), without an address in the VPN "
+                "plan: %s; run ipm-registry addresses --assign"
+                % (len(plan["vpn_skipped"]), ", ".join(plan["vpn_skipped"]))
+            )
         self._populate(plan)
 
-    def _plan(self, registry_dir, include_retired, workers):
+    def _plan(self, registry_dir, include_retired, workers, vpn_options=("address", "fail")):
         if not os.path.isdir(registry_dir):
             raise AnsibleParserError(
                 "ipm.fleet.registry: option registry: no such directory %r; set it to the directory holding catalog.yml"
@@ -247,7 +290,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         fleet, problems = load_fleet(registry_dir, workers)
         if problems:
             raise AnsibleParserError(format_report(problems))
-        return inventory_plan(fleet, include_retired)
+        plan = inventory_plan(fleet, include_retired)
+        try:
+            plan["vpn_skipped"] = apply_to_inventory(plan, fleet.vpn, *vpn_options)
+        except VpnPlanError as exc:
+            raise AnsibleParserError("ipm.fleet.registry: %s" % exc) from None
+        return plan
 
     def _populate(self, plan):
         # Tens of thousands of Host objects and dicts, no cycles to find: keep the cyclic GC out of it.

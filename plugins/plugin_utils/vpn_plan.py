@@ -1068,3 +1068,152 @@ def may_reach(rules, source, destination) -> bool:
         if src in netaddr.IPNetwork(rule["source"]) and dst in netaddr.IPNetwork(rule["destination"]):
             return True
     return False
+
+
+# --- the inventory ---------------------------------------------------------------------------------
+
+CONNECT_VIA = ("address", "vpn")
+UNASSIGNED = ("fail", "skip")
+
+
+def apply_to_inventory(plan, layout, connect_via="address", unassigned="fail") -> list[str]:
+    """Add the VPN variables to an inventory plan (``registry_inventory.inventory_plan``'s), in place.
+
+    Every host gets :func:`host_vars`; group ``all`` gets ``ipm_vpn`` (:func:`fleet_vars`) when the
+    registry has a plan. With ``connect_via="vpn"`` each maintained terminal's ``ansible_host``
+    becomes its VPN address; a terminal without one fails the whole inventory (:class:`VpnPlanError`
+    naming them and saying to run ``ipm-registry addresses --assign``), or with ``unassigned="skip"``
+    is left out: the ids of the terminals left out are returned (the caller warns). Retired
+    terminals (``include_retired``) keep their registry address: they have no tunnel.
+    """
+    if connect_via not in CONNECT_VIA:
+        raise VpnPlanError(f"option connect_via: expected one of {', '.join(CONNECT_VIA)}, found {connect_via!r}")
+    if unassigned not in UNASSIGNED:
+        raise VpnPlanError(f"option vpn_unassigned: expected one of {', '.join(UNASSIGNED)}, found {unassigned!r}")
+    if connect_via == "vpn" and layout is None:
+        raise VpnPlanError(
+            "option connect_via: vpn needs the VPN address plan: a vpn: section in the registry's catalog.yml "
+            "(supernet, support_prefix; see docs/registry.md) and addresses recorded by ipm-registry addresses --assign"
+        )
+    vpn = fleet_vars(layout)
+    if vpn is not None:
+        plan["groups"].setdefault("all", {})["ipm_vpn"] = vpn
+    missing = []
+    for host in plan["hosts"]:
+        name, variables = host[0], host[1]
+        variables.update(host_vars(layout, name))
+        if connect_via != "vpn" or variables.get("ipm_status") == "retired":
+            continue
+        if variables["ipm_vpn_address"]:
+            variables["ansible_host"] = variables["ipm_vpn_address"]
+        else:
+            missing.append(name)
+    if not missing:
+        return []
+    shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    if unassigned == "fail":
+        raise VpnPlanError(
+            f"connect_via: vpn: {len(missing)} terminal(s) without an address in the VPN plan "
+            f"{layout.plan_rel}: {shown}; {ASSIGN_HINT}, or set vpn_unassigned: skip to leave them out"
+        )
+    left_out = set(missing)
+    plan["hosts"] = [host for host in plan["hosts"] if host[0] not in left_out]
+    return missing
+
+
+# --- the plan as ipm-registry addresses shows it ---------------------------------------------------
+
+
+def report(layout, view, customer=None) -> dict:
+    """The plan as data (JSON-serialisable): per customer its prefix, per site its prefix, room and terminals.
+
+    ``{"settings", "customers": [{"customer", "prefix", "source", "sites": [{"site", "prefix", "source",
+    "capacity", "used", "free", "terminals": [{"terminal", "address", "state"}]}]}], "held": [...],
+    "unassigned": [ids], "leaving": [ids], "complete": bool}``; ``customer`` keeps only that customer.
+    ``free`` counts the addresses of the site's prefix that no terminal has and no hold keeps;
+    ``state`` is ``assigned``, ``unassigned`` or ``stale`` (outside its site's prefix: moved or renumbered).
+    """
+    taken = set()
+    for entry in layout.plan["terminals"].values():
+        address = _address(entry.get("address"))
+        if address is not None:
+            taken.add(int(address))
+    for entry in layout.held:
+        address = _address(entry.get("address"))
+        if address is not None:
+            taken.add(int(address))
+    sites_of: dict[str, list] = {}
+    for site in view.sites:
+        sites_of.setdefault(site["customer"], []).append(site["id"])
+    terminals_of: dict[str, list] = {}
+    for terminal in view.terminals:
+        if terminal["maintained"]:
+            terminals_of.setdefault(terminal["site"], []).append(terminal["id"])
+    customers = []
+    for item in view.customers:
+        customer_id = item["id"]
+        if customer is not None and customer_id != customer:
+            continue
+        entry = layout.customers.get(customer_id) or {}
+        sites = []
+        for site_id in sites_of.get(customer_id, []):
+            site = layout.sites.get(site_id) or {}
+            prefix = site.get("prefix")
+            in_use = 0
+            if prefix is not None:
+                low, high = _host_range(prefix)
+                in_use = sum(1 for value in taken if low <= value <= high)
+            sites.append(
+                {
+                    "site": site_id,
+                    "prefix": str(prefix) if prefix is not None else None,
+                    "source": site.get("source"),
+                    "capacity": site.get("capacity", 0),
+                    "used": in_use,
+                    "free": max(0, site.get("capacity", 0) - in_use),
+                    "terminals": [
+                        {
+                            "terminal": terminal_id,
+                            "address": layout.terminals[terminal_id]["address"]
+                            or (layout.plan["terminals"].get(terminal_id) or {}).get("address"),
+                            "state": layout.terminals[terminal_id]["state"],
+                        }
+                        for terminal_id in terminals_of.get(site_id, [])
+                    ],
+                }
+            )
+        customers.append(
+            {
+                "customer": customer_id,
+                "prefix": str(entry["prefix"]) if entry.get("prefix") is not None else None,
+                "source": entry.get("source"),
+                "sites": sites,
+            }
+        )
+    shown = {c["customer"] for c in customers}
+    unassigned = [
+        row["terminal"]
+        for c in customers
+        for s in c["sites"]
+        for row in s["terminals"]
+        if row["state"] in ("unassigned", "stale")
+    ]
+    leaving = [
+        terminal_id
+        for terminal_id in layout.leaving
+        if customer is None or (layout.plan["terminals"].get(terminal_id) or {}).get("customer") in shown
+    ]
+    held = [
+        {key: entry.get(key) for key in ("address", "terminal", "site", "customer", "retired_at", "held_until")}
+        for entry in layout.held
+        if customer is None or entry.get("customer") in shown
+    ]
+    return {
+        "settings": layout.settings.as_vars(),
+        "plan_file": layout.plan_rel,
+        "customers": customers,
+        "held": held,
+        "unassigned": unassigned,
+        "leaving": leaving,
+        "complete": not unassigned and not leaving,
+    }

@@ -6,6 +6,9 @@
                                           terminal (models, parameter problems, staged notes), exit 1 if any
     ipm-registry list [-r PATH]           one line per terminal
     ipm-registry show TERMINAL [-r PATH]  its variables, its site and customer, its effective parameters
+    ipm-registry addresses [--customer C] [--json] [--assign] [-r PATH]
+                                          the VPN address plan: prefixes, each terminal's address, free and
+                                          held addresses; --assign records what is missing (vpn-plan.yml)
     ipm-registry swap TERMINAL --serial NEW --ticket T [-r PATH]
                                           replacement hardware: the serial number changes, the swap is recorded
 
@@ -24,7 +27,7 @@ import sys
 
 from ansible_collections.ipm.fleet.plugins.module_utils.secret_values import is_secret_parameter, mask
 from ansible_collections.ipm.fleet.plugins.plugin_utils import registry as reg
-from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_candidate
+from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_candidate, vpn_plan
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, format_report, suggest
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan_for
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import DEFAULTS
@@ -225,6 +228,127 @@ def cmd_show(args):
     return 0
 
 
+EXIT_INCOMPLETE = 3  # ipm-registry addresses: terminals without an address, or plan entries to retire
+
+
+def _assignment_blockers(fleet, problems):
+    """The problems ``--assign`` cannot fix (it fixes stale addresses: moved terminals, renumbered sites)."""
+    fixable = {id(problem) for problem in (fleet.vpn.stale_problems if fleet.vpn is not None else [])}
+    return [problem for problem in problems if id(problem) not in fixable]
+
+
+def _describe_change(change) -> str:
+    action = change["action"]
+    if action == "assigned":
+        return (
+            f"assigned {change['terminal']} {change['address']} (site {change['site']}, customer {change['customer']})"
+        )
+    if action == "retired":
+        return f"retired {change['terminal']}: {change['address']} held until {change['held_until']}"
+    if action == "held":
+        return f"re-addressing {change['terminal']} (moved or renumbered): {change['address']} held until {change['held_until']}"
+    if action == "released":
+        return f"released {change['address']} (hold of {change['terminal']} over)"
+    if action == "customer_prefix":
+        return f"customer {change['customer']}: prefix {change['prefix']}"
+    return f"site {change['site']} (customer {change['customer']}): prefix {change['prefix']}"
+
+
+def cmd_addresses(args):
+    fleet, problems = _load(args)
+    if fleet.vpn is None and not problems:
+        print(
+            f"ipm-registry: error: {display_path(fleet.registry_dir)}/catalog.yml has no vpn: section (supernet, "
+            "support_prefix, ...): add one to plan VPN addresses (docs/registry.md, The VPN address plan)",
+            file=sys.stderr,
+        )
+        return 2
+    blockers = _assignment_blockers(fleet, problems) if args.assign else problems
+    if blockers:
+        if args.assign and args.format == "text":
+            print("the registry or its VPN plan has problems: fix them, then assign", file=sys.stderr)
+        return _fail_invalid(blockers, args.format)
+    if args.customer is not None and args.customer not in {d["customer"]["id"] for d in fleet.customers}:
+        known = [d["customer"]["id"] for d in fleet.customers]
+        print(
+            f"ipm-registry: error: no customer {args.customer!r} in {display_path(fleet.registry_dir)}"
+            f"{suggest(args.customer, known)}; customers: {', '.join(known)}",
+            file=sys.stderr,
+        )
+        return 2
+    changes = []
+    if args.assign:
+        layout = fleet.vpn
+        new, changes, failures = vpn_plan.assign(layout.settings, vpn_plan.fleet_view(fleet), layout.plan)
+        if failures:
+            return _fail_invalid(failures, args.format)
+        if changes:
+            vpn_plan.write_plan(vpn_plan.plan_path(fleet.registry_dir), new)
+            fleet, problems = _load(args)
+            if problems:  # cannot happen for a plan assign() made; say so rather than print a wrong plan
+                return _fail_invalid(problems, args.format)
+    document = vpn_plan.report(fleet.vpn, vpn_plan.fleet_view(fleet), args.customer)
+    document["registry"] = display_path(fleet.registry_dir)
+    if args.assign:
+        document["assigned"] = changes
+    if args.format == "json":
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0 if document["complete"] else EXIT_INCOMPLETE
+    if args.assign:
+        for change in changes:
+            print(_describe_change(change))
+        print(
+            f"wrote {document['plan_file']} ({len(changes)} change(s)): commit it with the registry"
+            if changes
+            else f"nothing to assign: {document['plan_file']} is up to date"
+        )
+        print()
+    _print_plan(document)
+    return 0 if document["complete"] else EXIT_INCOMPLETE
+
+
+def _print_plan(document):
+    settings = document["settings"]
+    print(
+        f"VPN plan of {document['registry']} ({document['plan_file']}): supernet {settings['supernet']}, "
+        f"support prefix {settings['support_prefix']}, hub {settings['hub_address'] or '-'}"
+    )
+    for customer in document["customers"]:
+        source = {"declared": "customer.vpn_prefix", "recorded": "recorded in the plan"}.get(customer["source"], "")
+        print(f"customer {customer['customer']}  {customer['prefix'] or 'no prefix yet'}  ({source or 'unassigned'})")
+        for site in customer["sites"]:
+            source = {"declared": "network.vpn_subnet", "recorded": "recorded in the plan"}.get(site["source"], "")
+            print(
+                f"  site {site['site']}  {site['prefix'] or 'no prefix yet'}  ({source or 'unassigned'}): "
+                f"{len(site['terminals'])} terminal(s), {site['free']} of {site['capacity']} address(es) free"
+            )
+            width = max((len(row["terminal"]) for row in site["terminals"]), default=0)
+            for row in site["terminals"]:
+                if row["state"] == "assigned":
+                    where = row["address"]
+                elif row["state"] == "stale":
+                    where = f"{row['address']}  stale: outside the site's prefix (moved or renumbered)"
+                else:
+                    where = "unassigned"
+                print(f"    {row['terminal'].ljust(width)}  {where}")
+    if document["held"]:
+        print("held addresses (given to no one before the hold ends):")
+        for entry in document["held"]:
+            print(
+                f"  {entry['address']}  {entry['terminal']} (site {entry['site']}), retired {entry['retired_at']}, "
+                f"held until {entry['held_until']}"
+            )
+    if document["leaving"]:
+        print("in the plan but no longer maintained (--assign retires them): " + ", ".join(document["leaving"]))
+    if document["unassigned"]:
+        print(
+            f"{len(document['unassigned'])} terminal(s) unassigned: {', '.join(document['unassigned'])}; "
+            "run: ipm-registry addresses --assign"
+        )
+    elif not document["leaving"]:
+        print("every maintained terminal has its address")
+
+
 def _workers(text):
     try:
         value = int(text)
@@ -275,7 +399,8 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="ipm-registry",
         description="Validate and query the ipm.fleet registry (customers, sites, terminals).",
-        epilog="Exit status: 0 valid/ok, 1 the registry has problems, 2 usage error or unknown terminal.",
+        epilog="Exit status: 0 valid/ok, 1 the registry has problems, 2 usage error or unknown terminal, "
+        f"{EXIT_INCOMPLETE} (addresses) terminals without a VPN address.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -317,6 +442,27 @@ def build_parser():
         "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
     )
     swap.set_defaults(handler=cmd_swap)
+
+    addresses = sub.add_parser(
+        "addresses",
+        parents=[common],
+        help="the VPN address plan: prefixes, addresses, free and held ones (--assign records missing ones)",
+        description="Print the VPN address plan (catalog vpn:, customer.vpn_prefix, sites' network.vpn_subnet and "
+        "the plan file vpn-plan.yml beside the registry). Exit 0 when every maintained terminal has its address, "
+        f"{EXIT_INCOMPLETE} when some have none (unassigned) or the plan holds terminals to retire, 1 for problems.",
+    )
+    addresses.add_argument("--customer", metavar="ID", help="only this customer's prefixes and terminals")
+    addresses.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    addresses.add_argument(
+        "--assign",
+        action="store_true",
+        help="record what the plan lacks for the whole fleet (customer and site prefixes, terminal addresses; "
+        "retire terminals that left, holding their address; re-address moved ones), written atomically, then print it",
+    )
+    addresses.add_argument(
+        "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
+    )
+    addresses.set_defaults(handler=cmd_addresses)
     return parser
 
 
