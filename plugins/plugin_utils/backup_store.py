@@ -921,7 +921,7 @@ class BackupStore:
     def terminals(self) -> list[str]:
         return sorted({t for _c, _s, t, _p in self._terminal_dirs()})
 
-    def _no_backup(self, terminal: str) -> BackupStoreError:
+    def no_backup_error(self, terminal: str) -> BackupStoreError:
         known = self.terminals()
         if not known:
             return BackupStoreError(f"terminal {terminal}: no backup; the store {self.root} holds no backup yet")
@@ -934,7 +934,7 @@ class BackupStore:
         """The newest backup of ``terminal``; BackupStoreError naming the terminal and what exists."""
         found = self.entries(terminal=check_id(terminal, "terminal"))
         if not found:
-            raise self._no_backup(terminal)
+            raise self.no_backup_error(terminal)
         return found[-1]
 
     def find(self, terminal: str, time_text: str | datetime.datetime | None) -> BackupEntry:
@@ -949,7 +949,7 @@ class BackupStore:
             moment = parse_time(time_text)
         found = self.entries(terminal=terminal)
         if not found:
-            raise self._no_backup(terminal)
+            raise self.no_backup_error(terminal)
         for entry in found:
             if entry.time == moment:
                 return entry

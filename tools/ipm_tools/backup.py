@@ -239,14 +239,15 @@ def cmd_verify(args) -> int:
     store = open_store(args)
     key = load_key(args)
     if args.terminals:
-        entries = []
+        entries, partials = [], []
         for terminal in args.terminals:
-            found = store.entries(terminal=bs.check_id(terminal, "terminal"))
+            found, left, _strays = store.scan(terminal=bs.check_id(terminal, "terminal"))
             if not found:
-                raise UsageError(str(store._no_backup(terminal)))
+                raise UsageError(str(store.no_backup_error(terminal)))
             entries.extend(found[-1:] if args.latest else found)
+            partials.extend(left)
     else:
-        entries = store.entries()
+        entries, partials, _strays = store.scan()
         if args.latest:
             newest = {}
             for entry in entries:
@@ -263,6 +264,7 @@ def cmd_verify(args) -> int:
                     "subset": subset,
                     "seed": seed if subset is not None else None,
                     "ok": not bad,
+                    "partials": [_partial_row(p) for p in partials],
                     "backups": [
                         {
                             "backup": r.entry.name,
@@ -286,7 +288,8 @@ def cmd_verify(args) -> int:
                 print(f"OK   {r.entry.name}: {r.files} files, {r.hashed} re-hashed ({_mib(r.hashed_bytes)})")
             else:
                 print(f"FAIL {r.entry.name}: {'; '.join(r.problems)}")
-        share = f", re-hashing {subset:.0%} (seed {seed})" if subset is not None else ""
+        _report_leftovers(partials, [], sys.stderr)  # not backups: never verified, never restored
+        share = f", re-hashing {subset * 100:g}% (seed {seed})" if subset is not None else ""
         print(f"{len(reports)} backup(s) checked{share}, {len(bad)} with problems", file=sys.stderr)
     if not reports:
         print(f"no backup in {store.root}", file=sys.stderr)

@@ -99,6 +99,11 @@ def test_verify_all_good_then_each_damage_named_with_exit_1(env, capsys):
     assert lines[f"OK   {env['syd'].name}"]
     code, out, _err = run(capsys, "verify", "SYD01-T1", "--json")
     assert code == 0 and json.loads(out)["ok"] is True
+    # A backup that never completed is a partial: named on stderr, not a backup to verify or restore.
+    partial = env["store"].begin("acme", "syd01", "SYD01-T1", T0 + datetime.timedelta(days=1))
+    partial._unlock()
+    code, out, err = run(capsys, "verify", "SYD01-T1")
+    assert code == 0 and out.count("OK ") == 1 and f"partial {partial.path}: stale" in err
     code, out, _err = run(capsys, "verify", "PAR01-T1", "--latest", "--json")
     data = json.loads(out)
     assert code == 1 and [b["backup"] for b in data["backups"]] == [third.name]
