@@ -65,3 +65,20 @@ def test_sigterm_is_forwarded_and_no_new_boot_starts(tmp_path):
     assert (
         not Path(f"/proc/{child_pid}/cmdline").exists() or Path(f"/proc/{child_pid}/stat").read_text().split()[2] == "Z"
     )
+
+
+def test_usage_without_terminal_record_or_command():
+    for argv in (
+        [],
+        ["--terminal", "t"],
+        ["--terminal", "t", "--record", "r"],
+        ["--terminal", "t", "--record", "r", "--"],
+    ):
+        result = subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), *argv], capture_output=True, text=True)
+        assert result.returncode == 1
+        assert result.stderr.strip() == lab_supervisor.USAGE
+    assert lab_supervisor.parse(["--terminal", "t", "--record", "r", "--", "nspawn", "-M", "t"]) == (
+        "t",
+        "r",
+        ["nspawn", "-M", "t"],
+    )

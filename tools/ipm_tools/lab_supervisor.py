@@ -16,17 +16,17 @@ comes between two boots. Standard library only: ``ipm-lab`` runs it as a script 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 REBOOT_EXIT = 133
 SCRIPT_NAME = "lab_supervisor.py"
+USAGE = "usage: lab_supervisor.py --terminal ID --record PATH -- COMMAND [ARGS...]"
+# It lives as long as its terminal, one per terminal: few imports (no subprocess, no argparse) keep it small.
 
 
 def write_record(path: str, data: dict) -> None:
@@ -36,17 +36,27 @@ def write_record(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _spawn(command: list[str]) -> int:
+    """Start COMMAND with stdin from /dev/null, stdout and stderr ours (the console log); its pid.
+
+    Signals Python ignores (SIGPIPE, SIGXFSZ) or handles are set back to their defaults in the child.
+    """
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    defaults = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    return os.posix_spawnp(command[0], command, os.environ, file_actions=actions, setsigdef=defaults)
+
+
 def supervise(terminal: str, record: str, command: list[str]) -> int:
     """Run COMMAND until it exits with anything but REBOOT_EXIT or a stop signal came; its last status."""
     stopping = False
-    child: subprocess.Popen | None = None
+    child = 0
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        if child is not None:
+        if child:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)
+                os.kill(child, signal.SIGTERM)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
@@ -54,14 +64,15 @@ def supervise(terminal: str, record: str, command: list[str]) -> int:
     while not stopping:
         boots += 1
         started = time.time()
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, close_fds=True, cwd="/")
+        pid = _spawn(command)
+        child = pid
         if stopping:  # the signal came while the child was being started
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)
-        state = {"supervisor_pid": os.getpid(), "nspawn_pid": child.pid, "boots": boots, "exits": exits}
+            on_signal(signal.SIGTERM, None)
+        state = {"supervisor_pid": os.getpid(), "nspawn_pid": pid, "boots": boots, "exits": exits}
         write_record(record, {**state, "booted_at": started})
-        code = child.wait()
-        child = None
+        _pid, status = os.waitpid(pid, 0)  # retried after a signal's handler ran (PEP 475)
+        child = 0
+        code = os.waitstatus_to_exitcode(status)
         exits.append(code)
         write_record(record, {**state, "nspawn_pid": None, "exits": exits, "booted_at": started})
         if code != REBOOT_EXIT:
@@ -71,16 +82,23 @@ def supervise(terminal: str, record: str, command: list[str]) -> int:
     return code if code >= 0 else 128 - code
 
 
+def parse(argv: list[str]) -> tuple[str, str, list[str]]:
+    """(terminal, record, command) from ``--terminal ID --record PATH -- COMMAND...``."""
+    options: dict[str, str] = {}
+    rest = list(argv)
+    while rest and rest[0] in ("--terminal", "--record") and len(rest) > 1:
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    if "--terminal" not in options or "--record" not in options or not rest:
+        raise SystemExit(USAGE)
+    return options["--terminal"], options["--record"], rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a lab terminal's systemd-nspawn, again after each reboot.")
-    parser.add_argument("--terminal", required=True, help="terminal id (machine name)")
-    parser.add_argument("--record", required=True, help="JSON file: current nspawn pid, boots, exit statuses")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- systemd-nspawn ARGS")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("no command to supervise (give it after --)")
-    return supervise(args.terminal, args.record, command)
+    terminal, record, command = parse(sys.argv[1:] if argv is None else argv)
+    return supervise(terminal, record, command)
 
 
 if __name__ == "__main__":
