@@ -493,6 +493,7 @@ class PartialBackup:
     path: str
     _lock_fd: int | None = field(default=None, repr=False)
     _hashed: dict[str, tuple[tuple[int, int, int, int], str]] = field(default_factory=dict, repr=False)
+    _previous_files: dict[str, dict[str, dict]] = field(default_factory=dict, repr=False)
     done: bool = False
 
     @property
@@ -596,7 +597,11 @@ class PartialBackup:
         Returns ``{path, size, sha256}``. If the previous copy differs from its manifest (a damaged backup),
         raises DamagedPreviousFile and leaves the partial as it was: fetch that file instead."""
         rel, target = self._target(relpath)
-        listed = {f.get("path"): f for f in previous.manifest().get("files", []) if isinstance(f, dict)}
+        listed = self._previous_files.get(previous.path)
+        if listed is None:
+            files = previous.manifest().get("files")
+            listed = {f.get("path"): f for f in files if isinstance(f, dict)} if isinstance(files, list) else {}
+            self._previous_files[previous.path] = listed
         if rel not in listed:
             raise BackupStoreError(f"{previous.name}: holds no file {rel} to reuse; fetch it instead")
         item = listed[rel]
