@@ -366,3 +366,25 @@ def test_python_api_boots_into_a_namespace_and_stops(namespaces):
         stop_terminals_named([name], progress=messages.append)
     assert not (TERMINALS_DIR / name).exists()
     assert not nspawn_alive(state)
+
+
+def test_up_from_an_inventory_with_ipm_lab_netns(namespaces, tmp_path):
+    """`ipm-lab up --inventory` boots a host with ipm_lab_netns into that namespace (as `inventory` writes it)."""
+    name = f"lb-{uuid.uuid4().hex[:6]}"
+    netns, controller = namespaces["terminal"], namespaces["controller"]
+    address = namespaces["address"].rsplit(".", 1)[0] + ".4"
+    _ip("-n", netns, "addr", "add", f"{address}/24", "dev", f"{namespaces['veth']}t")
+    inventory = tmp_path / "fleet.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {"all": {"hosts": {name: {"ansible_host": address, "ipm_lab_netns": netns, "ipm_model": "PS-200"}}}}
+        )
+    )
+    try:
+        run_lab("up", "--inventory", str(inventory))
+        assert _state(name)["netns"] == netns
+        hardware = yaml.safe_load(_ssh_from(controller, address, "cat /etc/ipm/hardware.yml").stdout)
+        assert hardware["model"] == "PS-200"
+    finally:
+        run_lab("down", "--missing-ok", name, check=False)
+    assert not (TERMINALS_DIR / name).exists()

@@ -232,3 +232,26 @@ def test_addresses_and_loopback_of_a_namespace_from_ip_json():
 def test_commands_run_inside_a_namespace_or_as_they_are():
     assert in_netns("lbns-x", ["ssh", "root@10.20.0.2"]) == ["ip", "netns", "exec", "lbns-x", "ssh", "root@10.20.0.2"]
     assert in_netns("", ["ssh", "root@127.0.100.1"]) == ["ssh", "root@127.0.100.1"]
+
+
+def test_inventory_host_with_ipm_lab_netns_boots_into_it():
+    data = {
+        "_meta": {
+            "hostvars": {
+                "vpn-a": {"ansible_host": "10.20.0.2", "ipm_lab_netns": "lbns-t", "ipm_model": "TK-110"},
+                "loop-b": {"ansible_host": "127.0.99.5"},
+            }
+        },
+        "all": {"hosts": ["vpn-a", "loop-b"]},
+    }
+    specs = {spec.terminal_id: spec for spec in specs_from_inventory(data, "inv.yml")}
+    assert specs["vpn-a"].netns == "lbns-t" and specs["vpn-a"].address == "10.20.0.2"
+    assert specs["vpn-a"].model == "TK-110"
+    assert specs["loop-b"].netns == ""
+    # Without the namespace, 10.x is refused as before.
+    del data["_meta"]["hostvars"]["vpn-a"]["ipm_lab_netns"]
+    with pytest.raises(LabError, match=r"inv.yml: host vpn-a: ansible_host: address 10.20.0.2 is outside 127.0.0.0/8"):
+        specs_from_inventory(data, "inv.yml")
+    data["_meta"]["hostvars"]["vpn-a"]["ipm_lab_netns"] = "bad/ns"
+    with pytest.raises(LabError, match=r"inv.yml: host vpn-a: ipm_lab_netns: 'bad/ns' is not a network namespace name"):
+        specs_from_inventory(data, "inv.yml")

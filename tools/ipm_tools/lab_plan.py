@@ -282,7 +282,9 @@ def specs_from_inventory(data: Mapping, source: str) -> list[TerminalSpec]:
     """Terminal specs for every host of an ``ansible-inventory --list`` JSON document.
 
     ``ansible_host`` is the terminal's address (required, in 127.0.0.0/8); ``ipm_model``,
-    ``ipm_serial_number`` and ``ipm_interfaces`` are used when present.
+    ``ipm_serial_number`` and ``ipm_interfaces`` are used when present. A host with
+    ``ipm_lab_netns`` (as ``ipm-lab inventory`` writes it) boots into that network namespace, its
+    ``ansible_host`` the address there (any unicast IPv4 address).
     """
     hostvars = data.get("_meta", {}).get("hostvars", {})
     specs = []
@@ -293,11 +295,17 @@ def specs_from_inventory(data: Mapping, source: str) -> list[TerminalSpec]:
         variables = hostvars.get(host, {}) or {}
         if "ansible_host" not in variables:
             raise LabError(f"{where}: no ansible_host; set it to the terminal's lab address (127.x.y.z)")
-        address = validate_address(variables["ansible_host"], f"{where}: ansible_host")
+        netns = variables.get("ipm_lab_netns") or ""
+        if netns:
+            validate_netns(netns, f"{where}: ipm_lab_netns")
+            address = validate_netns_address(variables["ansible_host"], netns, f"{where}: ansible_host")
+        else:
+            address = validate_address(variables["ansible_host"], f"{where}: ansible_host")
         if address in by_address:
             raise LabError(f"{where}: ansible_host {address} is also the address of {by_address[address]}")
         by_address[address] = host
-        specs.append(spec_for(host, address, index, variables, where))
+        spec = spec_for(host, address, index, variables, where)
+        specs.append(TerminalSpec(spec.terminal_id, address, spec.model, spec.serial_number, spec.interfaces, netns))
     if not specs:
         raise LabError(f"{source}: the inventory has no hosts; nothing to boot")
     return specs
