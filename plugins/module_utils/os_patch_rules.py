@@ -94,6 +94,37 @@ def check_seconds(value, name, low=0.0):
     return number
 
 
+# The playbook's variables and their defaults (seconds).
+REQUEST_DEFAULTS = {
+    "patch_scope": DEFAULT_SCOPE,
+    "patch_reboot_budget_s": DEFAULT_REBOOT_BUDGET_S,
+    "patch_reboot_timeout_s": 600.0,
+    "patch_health_timeout_s": 120.0,
+    "patch_lock_timeout_s": 300.0,
+}
+
+
+def patch_request(settings=None):
+    """The patch run's settings from the playbook's variables SETTINGS (missing or empty ones take defaults).
+
+    Returns ``{scope, reboot_budget_s, reboot_timeout_s, health_timeout_s, lock_timeout_s}``;
+    PatchRuleError naming the variable for an unknown scope or a time that is not a number of seconds.
+    """
+    settings = settings if isinstance(settings, dict) else {}
+
+    def given(name):
+        value = settings.get(name)
+        return REQUEST_DEFAULTS[name] if value is None or value == "" else value
+
+    return {
+        "scope": check_scope(given("patch_scope")),
+        "reboot_budget_s": check_seconds(given("patch_reboot_budget_s"), "patch_reboot_budget_s"),
+        "reboot_timeout_s": check_seconds(given("patch_reboot_timeout_s"), "patch_reboot_timeout_s", low=1.0),
+        "health_timeout_s": check_seconds(given("patch_health_timeout_s"), "patch_health_timeout_s", low=1.0),
+        "lock_timeout_s": check_seconds(given("patch_lock_timeout_s"), "patch_lock_timeout_s"),
+    }
+
+
 def is_protected(package, protected=PROTECTED_PACKAGES):
     """True for the vendor application's packages (``ipm-app``, ``ipm-app-*``): patching never touches them."""
     return any(package == name or package.startswith(name + "-") for name in protected or ())

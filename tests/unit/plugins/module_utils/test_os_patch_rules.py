@@ -246,3 +246,18 @@ def test_bake_outcomes():
 def test_vendor_application_is_protected():
     assert rules.is_protected("ipm-app") and rules.is_protected("ipm-app-data")
     assert not rules.is_protected("ipm-apparmor") and not rules.is_protected("ipm-runtime")
+
+
+def test_patch_request_defaults_and_errors():
+    assert rules.patch_request({}) == {
+        "scope": "security",
+        "reboot_budget_s": 600.0,
+        "reboot_timeout_s": 600.0,
+        "health_timeout_s": 120.0,
+        "lock_timeout_s": 300.0,
+    }
+    assert rules.patch_request({"patch_scope": "all", "patch_reboot_budget_s": "90"})["reboot_budget_s"] == 90.0
+    with pytest.raises(rules.PatchRuleError, match=r"^patch_scope: expected one of security, all, found 'full'"):
+        rules.patch_request({"patch_scope": "full"})
+    with pytest.raises(rules.PatchRuleError, match=r"^patch_reboot_timeout_s: expected a number of seconds >= 1"):
+        rules.patch_request({"patch_reboot_timeout_s": 0})
