@@ -239,6 +239,7 @@ def test_up_in_a_namespace_refuses_bad_input_with_one_line(namespaces):
         (["--netns", namespaces["terminal"]], "needs its address there: --address ADDR"),
         (["--netns", namespaces["terminal"], "--address", "10.254.254.254"], f"address 10.254.254.254 is not on any interface of network namespace {namespaces['terminal']}"),
         (["--netns", namespaces["terminal"], "--address", "not-an-ip"], "is not an IPv4 address"),
+        (["--address", "10.1.2.3"], "boot it into a network namespace with --netns NS"),
         (["--netns", "bad/name", "--address", namespaces["address"]], "is not a network namespace name"),
     ]  # fmt: skip
     for options, expected in cases:

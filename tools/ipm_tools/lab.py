@@ -135,8 +135,14 @@ def _check_single(args: argparse.Namespace) -> None:
     if args.netns:
         validate_netns(args.netns)
         validate_netns_address(args.address, args.netns)
-    else:
+        return
+    try:
         validate_address(args.address, "--address")
+    except LabError as error:
+        raise LabError(
+            f"{str(error).split(';')[0]}; a terminal on the host's network needs a 127.x.y.z address "
+            "(another address: boot it into a network namespace with --netns NS)"
+        ) from None
 
 
 def requested_specs(args: argparse.Namespace, running: dict[str, dict]) -> list[TerminalSpec]:
