@@ -125,6 +125,12 @@ class ActionModule(ActionBase):
         try:
             self._connection.fetch_file(remote, local)
         except AnsibleError as exc:
+            if "No space left" in str(exc) or bs.free_mib(os.path.dirname(local)) == 0:
+                raise bs.BackupStoreError(
+                    "store full: %s MiB free on %s while fetching /%s from %s; free space or remove old backups "
+                    "(ipm-backup prune), then back up again; no backup was stored"
+                    % (bs.free_mib(os.path.dirname(local)), os.path.dirname(local), relpath, terminal)
+                ) from None
             raise bs.BackupStoreError(
                 "the connection to %s failed while fetching /%s (%s); no backup was stored" % (terminal, relpath, exc)
             ) from None
@@ -162,6 +168,9 @@ class ActionModule(ActionBase):
         except bs.BackupStoreError as exc:
             partial.abort()
             raise AnsibleActionFail("ipm.fleet.backup: %s: %s" % (terminal, exc)) from None
+        except OSError as exc:  # writing the fetched file on the controller: the store full or not writable
+            error = store._write_error(exc, partial)
+            raise AnsibleActionFail("ipm.fleet.backup: %s: %s; no backup was stored" % (terminal, error)) from None
         except BaseException:
             partial.abort()
             raise

@@ -183,8 +183,20 @@ def prepare(staging=STAGING, root="/"):
     if not os.path.isfile(database):
         raise BackupError("no application database at /%s: is ipm-app installed and has it run once?" % DATABASE)
     cleanup(staging)
+    parent = os.path.dirname(staging.rstrip("/"))
+    need_mib = (
+        sum(
+            os.path.getsize(_under(root, p))
+            for p in (DATABASE, DATABASE + "-wal", PARAMETERS, HARDWARE, *PERIPHERALS)
+            if os.path.isfile(_under(root, p))
+        )
+        / 1048576.0
+    )
     try:
-        os.makedirs(os.path.dirname(staging.rstrip("/")), exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
+        free = _free_mib(parent)
+        if free is not None and free < need_mib:
+            raise OSError(errno.ENOSPC, "not enough space for the staging")
         os.mkdir(staging, 0o700)
         os.chmod(staging, 0o700)
         target = _under(staging, DATABASE)
@@ -208,17 +220,13 @@ def prepare(staging=STAGING, root="/"):
         files = [_file_entry(staging, relpath) for relpath in staged]
     except BaseException as exc:
         cleanup(staging)
-        if _disk_full(exc):
-            free = _free_mib(os.path.dirname(staging.rstrip("/")))
+        free = _free_mib(parent)
+        # sqlite may say "disk I/O error" when a write meets a full disk: the free space decides too.
+        if _disk_full(exc) or (free is not None and free < need_mib):
             raise BackupError(
-                "the terminal's disk is full: staging the backup in %s needs about %.1f MiB (the database is "
-                "%.1f MiB), %s MiB free; free some space on the terminal and run the backup again (staging removed)"
-                % (
-                    staging,
-                    os.path.getsize(database) / 1048576.0,
-                    os.path.getsize(database) / 1048576.0,
-                    "%.1f" % free if free is not None else "unknown",
-                )
+                "the terminal's disk is full: staging the backup in %s needs about %.1f MiB, %s MiB free; free some "
+                "space on the terminal and run the backup again (staging removed)"
+                % (staging, need_mib, "%.1f" % free if free is not None else "unknown")
             ) from None
         if isinstance(exc, (OSError, sqlite3.Error)):
             raise BackupError("staging the backup in %s failed: %s (staging removed)" % (staging, exc)) from None
