@@ -194,6 +194,27 @@ def test_down_during_a_reboot_leaves_nothing_running(terminal):
     assert LAB_KEY.exists()
 
 
+def test_poweroff_ends_the_terminal_as_before():
+    """Any exit but 133 ends the supervisor: the terminal is stale, `down` cleans it."""
+    if os.geteuid() != 0:
+        pytest.skip("lab terminals need root")
+    name = f"lb-{uuid.uuid4().hex[:6]}"
+    try:
+        run_lab("up", name)
+        state = _state(name)
+        _ssh(name, "systemctl poweroff", check=False)
+        _wait_for("the supervisor ends", lambda: not nspawn_alive(state), timeout=120)
+        assert nspawn_pid(state) is None
+        record = json.loads((TERMINALS_DIR / name / "boots.json").read_text())
+        assert record["boots"] == 1 and record["exits"] == [0]
+        row = json.loads(run_lab("status", "--json", name).stdout)[0]
+        assert row["state"].startswith("stale")
+        run_lab("down", name)
+        assert not (TERMINALS_DIR / name).exists()
+    finally:
+        run_lab("down", "--missing-ok", name, check=False)
+
+
 # --- network namespaces ------------------------------------------------------------------------
 
 
