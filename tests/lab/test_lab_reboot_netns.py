@@ -369,7 +369,7 @@ def test_terminal_in_a_namespace_is_reached_from_its_neighbour_only(namespaces, 
 
 def test_python_api_boots_into_a_namespace_and_stops(namespaces):
     """The API the VPN tests use: boot_terminals([TerminalSpec(..., netns=NS)]) and stop_terminals_named."""
-    from ipm_tools.lab import TerminalSpec, boot_terminals, stop_terminals_named
+    from ipm_tools.lab import TerminalSpec, boot_terminals, spec_for, stop_terminals_named
 
     name = f"lb-{uuid.uuid4().hex[:6]}"
     netns, controller = namespaces["terminal"], namespaces["controller"]
@@ -377,7 +377,9 @@ def test_python_api_boots_into_a_namespace_and_stops(namespaces):
     _ip("-n", netns, "addr", "add", f"{address}/24", "dev", f"{namespaces['veth']}t")
     messages: list[str] = []
     try:
-        (state,) = boot_terminals([TerminalSpec(name, address, netns=netns)], timeout=180, progress=messages.append)
+        spec = spec_for(name, address, netns=netns)
+        assert spec.netns == netns and spec.interfaces and spec.serial_number
+        (state,) = boot_terminals([spec], timeout=180, progress=messages.append)
         assert state["terminal_id"] == name and state["netns"] == netns and state["address"] == address
         assert any(message.startswith(f"{name}: ready on {address}") for message in messages)
         assert _ssh_from(controller, address, "hostname").stdout.strip() == name

@@ -154,8 +154,7 @@ def requested_specs(args: argparse.Namespace, running: dict[str, dict]) -> list[
         validate_terminal_id(name, "terminal id")
         netns = args.netns or ""
         address = validate_netns_address(args.address, netns) if netns else validate_address(args.address, "--address")
-        spec = spec_for(name, address)
-        spec = TerminalSpec(spec.terminal_id, address, spec.model, spec.serial_number, spec.interfaces, netns)
+        spec = spec_for(name, address, netns=netns)
         if name in running and (running[name].get("netns") or "") != netns:
             raise LabError(
                 f"terminal {name} already runs in {running[name].get('netns') or 'the host network'}, "

@@ -253,9 +253,12 @@ def normalize_interfaces(value: object, where: str) -> tuple[dict, ...]:
 
 
 def spec_for(
-    terminal_id: str, address: str, index: int = 0, hostvars: Mapping | None = None, where: str = ""
+    terminal_id: str, address: str, index: int = 0, hostvars: Mapping | None = None, where: str = "", netns: str = ""
 ) -> TerminalSpec:
-    """A terminal spec from optional inventory host variables (``ipm_model``, ...), with lab defaults."""
+    """A terminal spec from optional inventory host variables (``ipm_model``, ...), with lab defaults.
+
+    ``netns``: the network namespace it boots into ("" = the host's network).
+    """
     hostvars = hostvars or {}
     where = where or f"terminal {terminal_id}"
     model = str(hostvars.get("ipm_model") or default_model(index))
@@ -263,7 +266,7 @@ def spec_for(
     interfaces = normalize_interfaces(hostvars.get("ipm_interfaces"), f"{where}: ipm_interfaces")
     if not interfaces:
         interfaces = normalize_interfaces(list(DEFAULT_INTERFACES.get(model, DEFAULT_INTERFACES[DEFAULT_MODEL])), where)
-    return TerminalSpec(terminal_id, address, model, serial_number, interfaces)
+    return TerminalSpec(terminal_id, address, model, serial_number, interfaces, netns)
 
 
 def _inventory_hosts(data: Mapping) -> list[str]:
@@ -304,8 +307,7 @@ def specs_from_inventory(data: Mapping, source: str) -> list[TerminalSpec]:
         if address in by_address:
             raise LabError(f"{where}: ansible_host {address} is also the address of {by_address[address]}")
         by_address[address] = host
-        spec = spec_for(host, address, index, variables, where)
-        specs.append(TerminalSpec(spec.terminal_id, address, spec.model, spec.serial_number, spec.interfaces, netns))
+        specs.append(spec_for(host, address, index, variables, where, netns))
     if not specs:
         raise LabError(f"{source}: the inventory has no hosts; nothing to boot")
     return specs
