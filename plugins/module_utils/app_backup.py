@@ -222,7 +222,8 @@ def prepare(staging=STAGING, root="/"):
         cleanup(staging)
         free = _free_mib(parent)
         # sqlite may say "disk I/O error" when a write meets a full disk: the free space decides too.
-        if _disk_full(exc) or (free is not None and free < need_mib):
+        # (the copy's own journal needs room too: a failure with less than twice the data + 1 MiB free is the disk).
+        if _disk_full(exc) or (free is not None and free < 2 * need_mib + 1):
             raise BackupError(
                 "the terminal's disk is full: staging the backup in %s needs about %.1f MiB, %s MiB free; free some "
                 "space on the terminal and run the backup again (staging removed)"
