@@ -1061,7 +1061,7 @@ def may_reach(rules, source, destination) -> bool:
     between customers.
     """
     _require_netaddr()
-    src, dst = _address(str(source).split("/")[0]), _address(str(destination).split("/")[0])
+    src, dst = _address(str(source).partition("/")[0]), _address(str(destination).partition("/")[0])
     if src is None or dst is None:
         raise VpnPlanError(f"expected two IPv4 addresses, found {describe(source)} and {describe(destination)}")
     for rule in rules.get("accept") or []:
