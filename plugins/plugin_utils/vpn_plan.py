@@ -453,14 +453,20 @@ def _held_until(settings, entry):
     return retired_at + datetime.timedelta(days=settings.address_hold_days)
 
 
-def _check_overlaps(items, report_for):
-    """Report each item (``(network, label, report_args)``) overlapping an earlier one, once."""
+def _check_overlaps(items, what, problem):
+    """Report each item (``(network, id, (file, keys))``) overlapping an earlier one, once: ``what`` prefix overlaps ..."""
     ordered = sorted(items, key=lambda item: (item[0].first, -item[0].size))
     widest = None
     for item in ordered:
         network = item[0]
         if widest is not None and network.first <= widest[0].last:
-            report_for(item, widest)
+            other, owner, (file, keys) = widest
+            problem(
+                *item[2],
+                f"{what} prefix overlaps {what} {owner}'s {other} ({file} {key_path(keys)})",
+                f"{what} prefixes that share no address",
+                str(network),
+            )
         if widest is None or network.last > widest[0].last:
             widest = item
 
@@ -512,17 +518,10 @@ def evaluate(settings: Settings, view: View, plan: dict, plan_rel: str = PLAN_FI
         if prefix is not None:
             located[customer_id] = where
 
-    def customer_overlap(item, earlier):
-        problem(
-            *item[2],
-            f"customer prefix overlaps customer {earlier[1]}'s {earlier[0]} ({earlier[2][0]} {key_path(earlier[2][1])})",
-            "customer prefixes that share no address",
-            str(item[0]),
-        )
-
     _check_overlaps(
         [(c["prefix"], cid, located[cid]) for cid, c in layout.customers.items() if c["prefix"] is not None],
-        customer_overlap,
+        "customer",
+        problem,
     )
 
     # Sites' prefixes: declared network.vpn_subnet, else recorded; inside the customer's and the supernet.
@@ -589,17 +588,10 @@ def evaluate(settings: Settings, view: View, plan: dict, plan_rel: str = PLAN_FI
                     f"{used} terminals",
                 )
 
-    def site_overlap(item, earlier):
-        problem(
-            *item[2],
-            f"site prefix overlaps site {earlier[1]}'s {earlier[0]} ({earlier[2][0]} {key_path(earlier[2][1])})",
-            "site prefixes that share no address",
-            str(item[0]),
-        )
-
     _check_overlaps(
         [(s["prefix"], sid, site_where[sid]) for sid, s in layout.sites.items() if s["prefix"] is not None],
-        site_overlap,
+        "site",
+        problem,
     )
 
     # Terminals: the recorded address inside its site's prefix, each address once (held ones included).
