@@ -471,6 +471,31 @@ def _check_overlaps(items, what, problem):
             widest = item
 
 
+def _prefix_of(what, item, plan, plan_rel, supernet, problem, report_malformed):
+    """A customer's or site's prefix: declared in its file, else recorded in the plan; ``(prefix, source, where)``.
+
+    The prefix is None when there is none, or when it is malformed or outside the supernet (reported).
+    """
+    recorded = plan["customers" if what == "customer" else "sites"].get(item["id"])
+    if item["prefix"] is not None:
+        where, source, text = (item["file"], item["keys"]), "declared", item["prefix"]
+    elif recorded is not None:
+        where, source = (plan_rel, ("customers" if what == "customer" else "sites", item["id"], "prefix")), "recorded"
+        text, report_malformed = recorded.get("prefix"), True
+    else:
+        return None, None, None
+    prefix, why = _network(text)
+    if prefix is None:
+        if report_malformed:
+            problem(*where, why, "an IPv4 network in CIDR form, e.g. 10.60.0.0/20", describe(text))
+    elif not _inside(prefix, supernet):
+        problem(
+            *where, f"{what} prefix outside the fleet supernet {supernet}", f"a prefix inside {supernet}", str(prefix)
+        )
+        prefix = None
+    return prefix, source, where
+
+
 def evaluate(settings: Settings, view: View, plan: dict, plan_rel: str = PLAN_FILE, now=None) -> Layout:
     """Check the registry (``view``) against its plan at time ``now``; the :class:`Layout`, with its problems.
 
@@ -492,28 +517,7 @@ def evaluate(settings: Settings, view: View, plan: dict, plan_rel: str = PLAN_FI
         customer_id = customer["id"]
         if not isinstance(customer_id, str):
             continue
-        prefix, source, where = None, None, None
-        if customer["prefix"] is not None:
-            where = (customer["file"], customer["keys"])
-            prefix, why = _network(customer["prefix"])
-            if prefix is None:
-                problem(*where, why, "an IPv4 network in CIDR form, e.g. 10.60.0.0/20", describe(customer["prefix"]))
-            source = "declared"
-        elif customer_id in plan["customers"]:
-            where = (plan_rel, ("customers", customer_id, "prefix"))
-            text = plan["customers"][customer_id].get("prefix")
-            prefix, why = _network(text)
-            if prefix is None:
-                problem(*where, why, "an IPv4 network in CIDR form", describe(text))
-            source = "recorded"
-        if prefix is not None and not _inside(prefix, supernet):
-            problem(
-                *where,
-                f"customer prefix outside the fleet supernet {supernet}",
-                f"a prefix inside {supernet}",
-                str(prefix),
-            )
-            prefix = None
+        prefix, source, where = _prefix_of("customer", customer, plan, plan_rel, supernet, problem, True)
         layout.customers[customer_id] = {"prefix": prefix, "source": source if prefix is not None else None}
         if prefix is not None:
             located[customer_id] = where
@@ -532,24 +536,9 @@ def evaluate(settings: Settings, view: View, plan: dict, plan_rel: str = PLAN_FI
     site_where = {}
     for site in view.sites:
         site_id, customer_id = site["id"], site["customer"]
-        prefix, source, where = None, None, None
-        if site["prefix"] is not None:
-            where = (site["file"], site["keys"])
-            prefix = _network(site["prefix"])[0]  # a malformed vpn_subnet is the registry check's problem
-            source = "declared"
-        elif site_id in plan["sites"]:
-            where = (plan_rel, ("sites", site_id, "prefix"))
-            text = plan["sites"][site_id].get("prefix")
-            prefix, why = _network(text)
-            if prefix is None:
-                problem(*where, why, "an IPv4 network in CIDR form", describe(text))
-            source = "recorded"
+        # A malformed declared vpn_subnet is already the registry check's problem ("not a network").
+        prefix, source, where = _prefix_of("site", site, plan, plan_rel, supernet, problem, False)
         customer_prefix = (layout.customers.get(customer_id) or {}).get("prefix")
-        if prefix is not None and not _inside(prefix, supernet):
-            problem(
-                *where, f"site prefix outside the fleet supernet {supernet}", f"a prefix inside {supernet}", str(prefix)
-            )
-            prefix = None
         if prefix is not None and customer_prefix is not None and not _inside(prefix, customer_prefix):
             origin = located[customer_id]
             problem(
