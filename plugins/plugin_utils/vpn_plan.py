@@ -726,29 +726,15 @@ def assign(settings: Settings, view: View, plan: dict, now=None) -> tuple[dict, 
     when = stamp(now)
     problems: list[Problem] = []
 
-    # Retire what left, re-address what is stale, release ended holds.
-    for terminal_id in layout.leaving:
-        entry = new["terminals"].pop(terminal_id)
-        new["retired"].append({"terminal": terminal_id, **entry, "retired_at": when})
-        changes.append(
-            {
-                "action": "retired",
-                "terminal": terminal_id,
-                "address": entry.get("address"),
-                "held_until": stamp(now + datetime.timedelta(days=settings.address_hold_days)),
-            }
-        )
-    for terminal_id, item in layout.terminals.items():
-        if item["state"] == "stale":
+    # Retire what left, re-address what is stale (both addresses held), release ended holds.
+    stale = [terminal_id for terminal_id, item in layout.terminals.items() if item["state"] == "stale"]
+    held_until = stamp(now + datetime.timedelta(days=settings.address_hold_days))
+    for action, terminal_ids in (("retired", layout.leaving), ("held", stale)):
+        for terminal_id in terminal_ids:
             entry = new["terminals"].pop(terminal_id)
             new["retired"].append({"terminal": terminal_id, **entry, "retired_at": when})
             changes.append(
-                {
-                    "action": "held",
-                    "terminal": terminal_id,
-                    "address": entry.get("address"),
-                    "held_until": stamp(now + datetime.timedelta(days=settings.address_hold_days)),
-                }
+                {"action": action, "terminal": terminal_id, "address": entry.get("address"), "held_until": held_until}
             )
     kept = []
     for entry in new["retired"]:
