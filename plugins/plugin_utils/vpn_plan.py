@@ -460,10 +460,10 @@ def _check_overlaps(items, what, problem):
     for item in ordered:
         network = item[0]
         if widest is not None and network.first <= widest[0].last:
-            other, owner, (file, keys) = widest
+            file, keys = widest[2]
             problem(
                 *item[2],
-                f"{what} prefix overlaps {what} {owner}'s {other} ({file} {key_path(keys)})",
+                f"{what} prefix overlaps {what} {widest[1]}'s {widest[0]} ({file} {key_path(keys)})",
                 f"{what} prefixes that share no address",
                 str(network),
             )
