@@ -312,34 +312,49 @@ def test_7_a_repository_that_does_not_answer_or_is_wrongly_signed_installs_nothi
     assert versions(fleet)[name] == SECURITY
 
 
-def module(fleet, index: int, arguments: str, check: bool = False) -> dict:
-    """ipm.fleet.os_patch run alone (ad hoc) on one terminal; its JSON result."""
-    command = [str(BIN / "ansible"), "-i", str(fleet["inventory"]), fleet["names"][index], "-m", "ipm.fleet.os_patch"]
-    command += ["-a", arguments, *(["--check"] if check else [])]
-    variables = env(fleet["audit"])
-    variables.update(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    done = subprocess.run(command, capture_output=True, text=True, env=variables, timeout=300, check=False)
-    document = json.loads(done.stdout)
-    return document["plays"][0]["tasks"][0]["hosts"][fleet["names"][index]]
+def module(fleet, index: int, arguments: str) -> dict:
+    """ipm.fleet.os_patch run alone (ad hoc) on one terminal; its result (ansible --tree writes it as JSON)."""
+    name = fleet["names"][index]
+    tree = fleet["audit"].parent / f"tree-{uuid.uuid4().hex[:6]}"
+    command = [str(BIN / "ansible"), "-i", str(fleet["inventory"]), name, "-m", "ipm.fleet.os_patch"]
+    subprocess.run(
+        [*command, "-a", arguments, "-t", str(tree)],
+        capture_output=True,
+        text=True,
+        env=env(fleet["audit"]),
+        timeout=300,
+        check=False,
+    )
+    return json.loads((tree / name).read_text())
+
+
+def hold_dpkg_lock(seconds: int) -> str:
+    """Shell lines that hold dpkg's frontend lock for SECONDS in the background (its pid in /run/p2-lock.pid)."""
+    program = (
+        "import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','w'); "
+        f"fcntl.lockf(f, fcntl.LOCK_EX); time.sleep({seconds})"
+    )
+    return f'nohup python3 -c "{program}" >/dev/null 2>&1 & echo $! > /run/p2-lock.pid; sleep 0.5'
 
 
 def test_8_the_module_waits_for_the_dpkg_lock_and_repairs_an_interrupted_dpkg(fleet):
-    holder = 'nohup python3 -c \'import fcntl,time; f=open("/var/lib/dpkg/lock-frontend","w"); fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(4)\' >/dev/null 2>&1 &'
-    on_each(fleet, holder + " sleep 0.5", 3)
+    name = fleet["names"][3]
+    on_each(fleet, hold_dpkg_lock(4), 3)
     waited = module(fleet, 3, "lock_timeout=30 update=false")
-    assert not waited.get("failed"), waited
+    assert "msg" not in waited, waited
     assert waited["lock_waited_s"] >= 2
-    on_each(fleet, holder.replace("time.sleep(4)", "time.sleep(6)") + " sleep 0.5", 3)
-    refused = module(fleet, 3, "lock_timeout=1 update=false")
-    assert refused["failed"] and "the package lock /var/lib/dpkg/lock-frontend is held by pid" in refused["msg"]
+    on_each(fleet, hold_dpkg_lock(60), 3)
+    try:
+        refused = module(fleet, 3, "lock_timeout=1 update=false")
+    finally:
+        on_each(fleet, "kill $(cat /run/p2-lock.pid) 2>/dev/null; sleep 0.3; true", 3)
+    assert "the package lock /var/lib/dpkg/lock-frontend is held by pid" in refused.get("msg", ""), refused
+    assert "python3" in refused["msg"]
     # An interrupted dpkg: a package unpacked, never configured.
-    on_each(
-        fleet,
-        "cd /tmp && apt-get download -q ipm-base-tools=1.1 >/dev/null && dpkg --unpack ipm-base-tools_1.1_all.deb",
-        3,
-    )
-    assert on_each(fleet, "dpkg --audit | head -1", 3)[fleet["names"][3]]
+    unpack = "cd /tmp && apt-get download -q ipm-base-tools=1.1 >/dev/null && dpkg --unpack ipm-base-tools_1.1_all.deb"
+    on_each(fleet, unpack + " >/dev/null", 3)
+    assert on_each(fleet, "dpkg --audit | head -1", 3)[name]
     repaired = module(fleet, 3, "update=false")
-    assert not repaired.get("failed"), repaired
+    assert "msg" not in repaired, repaired
     assert repaired["repaired"][0].startswith("dpkg --configure -a")
-    assert on_each(fleet, "dpkg --audit; echo $?", 3)[fleet["names"][3]] == "0"
+    assert on_each(fleet, "dpkg --audit; echo $?", 3)[name] == "0"
