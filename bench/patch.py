@@ -9,12 +9,15 @@ updates on all of them twice, once per contender, resetting the terminals to the
 between (not timed), alternating which goes first:
 
 - ansible: ``ansible-playbook playbooks/patch.yml -e change_id=CHG-BENCH -e patch_scope=all``
-  (one ring, a window open all day, forks N);
+  (one ring in one wave, a window open all day, no bake, forks N);
 - floor: one thread per terminal, one ssh command each (with a control master, as Ansible's
-  ControlPersist): ``apt-get update`` then ``apt-get -y upgrade``.
+  ControlPersist): ``apt-mark hold`` the packages release 2.3.1 declares (its ``os`` section, what
+  patch.yml holds), ``apt-get update``, ``apt-get -y upgrade``.
 
-Both end with the newest version of every package of the mirror on every terminal (checked after
-each run, not timed). Prints each round and the medians; last line
+Both end with the newest version of every package of the mirror on every terminal, the held
+ipm-runtime aside (checked after each run, not timed). Neither reboots: the kernel package's reboot
+is left pending by the playbook (``patch_reboot_budget_s`` above what the window has left), as the
+floor leaves it. Prints each round and the medians; last line
 ``patch terminals=<N> ansible_s=<s> floor_s=<s> ratio=<r>`` (goal: ratio 1.5 or less).
 """
 
@@ -55,7 +58,16 @@ SSH_OPTIONS = [
     "-o",
     "ControlPath=/tmp/bench-patch-%C",
 ]
-FLOOR = "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -y -q upgrade >/dev/null"
+RELEASE = "2.3.1"  # the release lab terminals run (factory_install)
+# The packages the release declares (its os section): patch.yml holds them, so the floor holds them too.
+HELD = sorted(yaml.safe_load((ROOT / "app" / "releases" / f"{RELEASE}.yml").read_text()).get("os") or {})
+FLOOR = (
+    f"apt-mark hold {' '.join(HELD)} >/dev/null && apt-get update -q >/dev/null && "
+    "DEBIAN_FRONTEND=noninteractive apt-get -y -q upgrade >/dev/null"
+)
+# More seconds than any window has left: patch.yml leaves the kernel package's reboot pending, as the
+# floor does (a reboot is not an update; bench/patch.py compares installing the same updates).
+REBOOT_BUDGET_S = 200000
 ALWAYS = [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "duration_minutes": 1440}]
 
 
@@ -85,13 +97,23 @@ def ssh(address: str, command: str) -> subprocess.CompletedProcess:
     )
 
 
-def inventory_for(hosts: dict[str, dict], path: Path) -> None:
-    """A static inventory with what patch.yml reads: one ring, a window open all day, the sites' zone."""
+def inventory_for(hosts: dict[str, dict], path: Path, repository: aptrepo.Repository, url: str) -> None:
+    """A static inventory with what patch.yml reads: one ring, a window open all day, the mirror, no bake."""
     for name, variables in hosts.items():
-        variables.update(ipm_terminal_id=name, ipm_customer_id="bench", ipm_site_id="bench", ipm_ring="broad")
+        variables.update(
+            ipm_terminal_id=name, ipm_customer_id="bench", ipm_site_id="bench", ipm_ring="broad", ipm_release=RELEASE
+        )
     document = {
         "all": {
-            "vars": {"ipm_site_timezone": "UTC", "ipm_site_windows": ALWAYS},
+            "vars": {
+                "ipm_site_timezone": "UTC",
+                "ipm_site_windows": ALWAYS,
+                "os_patch_mirror_url": url,
+                "os_patch_mirror_keyring": str(repository.keyring),
+                "rollout_bake_s": 0,
+                "rollout_serial_broad": "100%",
+                "patch_reboot_budget_s": REBOOT_BUDGET_S,
+            },
             "children": {"ring_broad": {"hosts": hosts}},
         }
     }
@@ -118,8 +140,10 @@ def ansible(inventory: Path, forks: int, round_number: int) -> float:
 
 
 def check(addresses: dict[str, str], repository: aptrepo.Repository, who: str) -> None:
-    """Every terminal has the newest version of every package of the mirror (the same set of updates)."""
-    wanted = repository.newest()
+    """Every terminal has the newest version of every package of the mirror but the held ones (the same updates)."""
+    wanted = dict(
+        repository.newest(), **{name: repository.baseline()[name] for name in HELD if name in repository.packages}
+    )
     wrong = {name: found for name, found in installed_versions(addresses, repository).items() if found != wanted}
     if wrong:
         sys.exit(f"bench/patch: after {who}, terminals miss updates (wanted {wanted}): {wrong}")
@@ -134,7 +158,8 @@ def main() -> int:
         parser.error("--terminals and --rounds: expected 1 or more")
     if os.geteuid() != 0:
         parser.error("lab terminals need root: sudo .venv/bin/python bench/patch.py")
-    names = [f"pb-{uuid.uuid4().hex[:4]}-{index:02d}" for index in range(1, args.terminals + 1)]
+    prefix = f"pb-{uuid.uuid4().hex[:4]}-"
+    names = [f"{prefix}{index:02d}" for index in range(1, args.terminals + 1)]
     times: dict[str, list[float]] = {"ansible": [], "floor": []}
     with tempfile.TemporaryDirectory(prefix="bench-patch-") as scratch:
         repository = aptrepo.build_repository(Path(scratch) / "mirror")
@@ -147,7 +172,7 @@ def main() -> int:
                 document = json.loads(run([str(BIN / "ipm-lab"), "inventory", *names]).stdout)
                 hosts = document["all"]["children"]["lab"]["hosts"]
                 addresses = {name: hosts[name]["ansible_host"] for name in names}
-                inventory_for(hosts, inventory)
+                inventory_for(hosts, inventory, repository, server.url)
                 prepare_terminals(addresses, repository, server.url)
                 print(f"ready in {time.perf_counter() - started:.1f} s, on the baseline", flush=True)
                 contenders = {

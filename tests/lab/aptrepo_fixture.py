@@ -110,7 +110,7 @@ def reset_terminals(terminals, repository: Repository) -> None:
 
 
 def installed_versions(terminals, repository: Repository) -> dict[str, dict[str, str]]:
-    """{terminal: {package: installed version}} of the mirror's packages (dpkg-query)."""
+    """{terminal: {package: installed version}} of the mirror's packages (dpkg-query), held ones included."""
     names = " ".join(sorted(repository.packages))
     script = f"dpkg-query -W -f '${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {names} 2>/dev/null || true\n"
     results = _on_each(terminals, lambda name: script, "dpkg-query")
@@ -119,6 +119,6 @@ def installed_versions(terminals, repository: Repository) -> dict[str, dict[str,
         versions[name] = {}
         for line in result.stdout.splitlines():
             parts = line.split()
-            if len(parts) >= 3 and parts[2].startswith("ii"):
+            if len(parts) >= 3 and parts[2][1:2] == "i":  # installed (ii, or hi when held)
                 versions[name][parts[0]] = parts[1]
     return versions
