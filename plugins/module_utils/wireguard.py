@@ -415,6 +415,11 @@ def apply_live(name, interface, peers, run) -> dict:
     if live is None:
         return {"applied": False, "carried_endpoints": {}}
     text, carried = sync_input(interface, peers, live)
+    # wg syncconf clears a private key its input does not set: the key file's key goes in through the
+    # pipe (it stays on this machine; the file on disk and every result keep only the public key).
+    private = read_text(interface["key_file"])
+    if private and private.strip():
+        text = text.replace("[Interface]\n", f"[Interface]\nPrivateKey = {private.strip()}\n", 1)
     rc, _out, err = run(["wg", "syncconf", name, "/dev/stdin"], data=text)
     if rc != 0:
         raise WireGuardError(f"wg syncconf {name} failed ({rc}): {err.strip()}")
@@ -578,7 +583,7 @@ def converge(name, path, interface, peers, run, check_mode=False, who="role vpn_
     new_text = render(interface, peers, who=who)
     live = live_peers(name, run)
     file_changed = old_text != new_text
-    live_changed = live is not None and live_differs(peers, live)
+    live_changed = live is not None and (live_differs(peers, live) or _live_key_differs(name, interface, run))
     restart_needed = interface_changed(old_text, interface) and live is not None
     result = {
         "changed": file_changed or live_changed,
@@ -614,6 +619,14 @@ def converge(name, path, interface, peers, run, check_mode=False, who="role vpn_
                     )
             raise WireGuardError(f"{error}; {path} and {name} were left as they were") from None
     return result
+
+
+def _live_key_differs(name, interface, run) -> bool:
+    """Whether the running interface lacks the key file's key (someone changed it by hand, or a sync lost it)."""
+    if not os.path.exists(interface["key_file"]):
+        return False
+    rc, out, _err = run(["wg", "show", name, "public-key"])
+    return rc != 0 or out.strip() != public_key(interface["key_file"], run)
 
 
 def kernel_wireguard(run) -> bool:
