@@ -24,6 +24,7 @@ floor leaves it. Prints each round and the medians; last line
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -110,8 +111,6 @@ def inventory_for(hosts: dict[str, dict], path: Path, repository: aptrepo.Reposi
                 "ipm_site_windows": ALWAYS,
                 "os_patch_mirror_url": url,
                 "os_patch_mirror_keyring": str(repository.keyring),
-                "rollout_bake_s": 0,
-                "rollout_serial_broad": "100%",
                 "patch_reboot_budget_s": REBOOT_BUDGET_S,
             },
             "children": {"ring_broad": {"hosts": hosts}},
@@ -131,12 +130,48 @@ def floor(addresses: dict[str, str]) -> float:
     return elapsed
 
 
+def _instant(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def task_spans(audit_log: Path, offset: int) -> list[tuple[float, str]]:
+    """(seconds from the first start to the last end over all terminals, "play / task") of the run after OFFSET."""
+    spans: dict[str, list[float]] = {}
+    with audit_log.open("rb") as stream:
+        stream.seek(offset)
+        for line in stream:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            data = record.get("data") or {}
+            if record.get("kind") != "task" or not data.get("ended"):
+                continue
+            ended = _instant(data["ended"])
+            started = _instant(data["started"]) if data.get("started") else ended - (data.get("duration_s") or 0)
+            task = "%s / %s" % (data.get("play") or "?", data.get("task") or data.get("module") or "?")
+            span = spans.setdefault(task, [started, ended])
+            span[0], span[1] = min(span[0], started), max(span[1], ended)
+    return sorted(((end - start, task) for task, (start, end) in spans.items()), reverse=True)
+
+
 def ansible(inventory: Path, forks: int, round_number: int) -> float:
     command = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK), "-f", str(forks)]
+    # Play keywords (serial) see extra vars only, not the inventory's: one wave of all terminals, no bake.
     command += ["-e", f"change_id=CHG-BENCH-{round_number}", "-e", "patch_scope=all"]
+    command += ["-e", "rollout_serial_broad=100%", "-e", "rollout_bake_s=0"]
+    audit_log = Path(env()["IPM_AUDIT_LOG"])
+    offset = audit_log.stat().st_size if audit_log.exists() else 0
     started = time.perf_counter()
     run(command, cwd=ROOT, timeout=3600)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    spans = task_spans(audit_log, offset) if audit_log.exists() else []
+    print(
+        f"  ansible round {round_number}: {elapsed:.1f} s; longest tasks (first start to last end over the terminals): "
+        + "; ".join(f"{task} {seconds:.1f} s" for seconds, task in spans[:4]),
+        flush=True,
+    )
+    return elapsed
 
 
 def check(addresses: dict[str, str], repository: aptrepo.Repository, who: str) -> None:
