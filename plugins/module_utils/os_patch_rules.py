@@ -25,6 +25,7 @@ Standard library only: this runs on terminals.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 
 from ansible_collections.ipm.fleet.plugins.module_utils import release_manifest, terminal_facts
@@ -89,7 +90,7 @@ def check_seconds(value, name, low=0.0):
             number = float(value)
         except (TypeError, ValueError):
             number = None
-    if number is None or number != number or number < low or number == float("inf"):
+    if number is None or math.isnan(number) or math.isinf(number) or number < low:
         raise PatchRuleError("%s: expected a number of seconds >= %g, found %r" % (name, low, value))
     return number
 
