@@ -286,7 +286,7 @@ def test_6_an_unknown_scope_stops_before_anything(fleet):
     assert ledger(fleet, "CHG-9106") == {}
 
 
-def test_7_a_repository_that_does_not_answer_or_is_wrongly_signed_installs_nothing(fleet):
+def test_7_a_repository_that_does_not_answer_loses_a_package_or_is_wrongly_signed_installs_nothing(fleet):
     name = fleet["names"][0]
     fx.reset_terminals(addresses(fleet, 0), fleet["repository"])
     fleet["server"].stop()
@@ -299,6 +299,21 @@ def test_7_a_repository_that_does_not_answer_or_is_wrongly_signed_installs_nothi
     entry = ledger(fleet, "CHG-9107")[name]
     assert entry["result"] == "failed" and "the package repository did not answer" in entry["reason"], entry
     assert "nothing was installed" in entry["reason"]
+
+    # The mirror's lists answer, then one of its packages is gone (the mirror lost mid-run): every
+    # package is downloaded before dpkg runs, so nothing is installed.
+    package = fleet["repository"].path / "pool" / "bookworm-ipm-security" / "main" / "ipm-kernel-sim_1.1_all.deb"
+    package.rename(package.with_suffix(".away"))
+    try:
+        lost = patch(fleet, "CHG-9110", "-e", f"patch_hosts={name}")
+    finally:
+        package.with_suffix(".away").rename(package)
+    assert lost.returncode == 2
+    assert versions(fleet)[name] == BASELINE
+    entry = ledger(fleet, "CHG-9110")[name]
+    assert entry["result"] == "failed" and "could not be downloaded" in entry["reason"], entry
+    assert "nothing was installed" in entry["reason"]
+    assert on_each(fleet, "dpkg --audit; echo $?", 0)[name] == "0"
 
     bad = patch(fleet, "CHG-9108", "-e", f"patch_hosts={name}", "-e", f"os_patch_mirror_url={fleet['bad_url']}")
     assert bad.returncode == 2
