@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import shlex
 import tempfile
 
 from ansible.errors import AnsibleActionFail, AnsibleError
@@ -62,9 +63,10 @@ class ActionModule(ActionBase):
         try:
             entry, manifest = self._store(store, staged, previous, reusable, task_vars, terminal, customer, site, key)
         finally:
-            # The terminal may be gone (connection lost): its next backup replaces the staging.
+            # One shell command, not a module run (the staging is a plain directory); the terminal may be
+            # gone (connection lost): its next backup replaces the staging.
             with contextlib.suppress(AnsibleError):
-                self._module(task_vars, staging, "absent")
+                self._low_level_execute_command("rm -rf %s" % shlex.quote(staging))
         message = "backup of %s at %s: %d file(s), %s transferred, %s reused from the previous backup, stored in %s" % (
             terminal,
             manifest["time_utc"],
