@@ -502,7 +502,7 @@ def hub_peers(terminals, current, revoked=(), keepalive=None) -> dict:
             )
             continue
         try:
-            allowed = [str(ipaddress.ip_network(f"{str(address).split('/')[0]}/32"))]
+            allowed = [str(ipaddress.ip_network(f"{str(address).split('/', maxsplit=1)[0]}/32"))]
         except ValueError:
             problems.append(f"terminal {name}: VPN address {address!r} is not an IPv4 address")
             continue

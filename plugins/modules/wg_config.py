@@ -19,7 +19,7 @@ description:
     drifted), they are applied with C(wg syncconf) (peers that did not change keep their sessions), and
     routes are added for allowed addresses outside the interface's own prefixes. If that fails the
     previous file is put back and applied again. A change of the interface part (address, key file, hooks)
-    is not applied live: RV(restart_needed) then asks the caller to restart C(wg-quick@<name>).
+    is not applied live; RV(restart_needed) then asks the caller to restart C(wg-quick@<name>).
 options:
   name:
     description: The interface, for example V(ipm0).

@@ -11,7 +11,7 @@ short_description: The VPN hub's peers - one per terminal - checked as a whole, 
 version_added: 0.1.0
 description:
   - Works out the hub's peers from O(terminals) (every terminal of the inventory, with its planned VPN
-    address and, when it reported one this run, its public key) and the peers the hub's file has now: a
+    address and, when it reported one this run, its public key) and the peers the hub's file has now. A
     terminal that reported no key keeps the key its peer has; terminals in O(revoked), terminals whose
     status is C(retired) and peers of terminals the inventory no longer has are removed; a terminal
     without any key yet is C(pending). Each peer's allowed address is the terminal's address (/32).
@@ -19,7 +19,7 @@ description:
     a terminal with a key but no address in the plan - and refuses with the names; the hub's file and
     its running interface then stay as they were (never half applied).
   - Writes the wg-quick file atomically and applies it to the running interface with one C(wg syncconf)
-    (the equivalent of C(wg syncconf <name> <(wg-quick strip <name>))): other peers' tunnels stay up. A
+    (the equivalent of C(wg syncconf <name> <(wg-quick strip <name>))); other peers' tunnels stay up. A
     terminal whose key was rotated gets its old peer's endpoint, so that the hub reaches it at once.
 options:
   name:

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Makes sure O(path) holds a WireGuard private key, generated on this machine with C(wg genkey)
     under umask 077 and written atomically with mode 0600, owner root. The private key never leaves
-    the machine: the module returns only public keys (C(wg pubkey)), so the audit log records the
+    the machine, the module returns only public keys (C(wg pubkey)), so the audit log records the
     public key and nothing else.
   - A key file that others could have read (any group or other permission, or not owned by root) is
     refused with a message naming the file and the fix; it is not silently repaired, since a key
