@@ -105,6 +105,10 @@ def test_keys_born_on_the_terminal_never_leave_it(lab):
 
 
 def test_second_run_changes_nothing(lab):
+    # `systemctl reload` (wg syncconf of a file that holds no private key) keeps the key: the role's helper.
+    name = lab.terminals[1]
+    lab.on(name, "systemctl reload wg-quick@ipm0")
+    assert lab.on(name, "wg show ipm0 public-key").stdout == lab.on(name, "wg pubkey < /etc/wireguard/ipm0.key").stdout
     again = lab.playbook("-l", f"all:!{lab.terminals[3]}")
     assert again.returncode == 0, again.stdout[-4000:]
     counts = recap(again.stdout)
