@@ -3,7 +3,8 @@
 Each stage runs a real capability of the project against the demo registry (inventories/demo) and
 its terminals booted as lab terminals: validate the registry, boot the fleet, snapshot every
 terminal's configuration, report compatibility, roll out a release ring by ring, show drift, put the
-registry's parameters on the terminals ring by ring and show drift again (none), verify the audit
+registry's parameters on the terminals ring by ring and show drift again (none), back up every
+terminal into a signed store and list it, verify the audit
 trail and list the delivery ledger. The demo keeps its audit log and history under
 build/demo. Lab terminals booted here are stopped at the end, also on failure, unless --keep.
 """
@@ -56,6 +57,7 @@ def main() -> int:
     banner("1. the registry: validate the demo fleet, show its groups")
     run([tool("ipm-registry"), "validate", str(DEMO_INVENTORY)])
     run([tool("ansible-inventory"), "--graph", "customer_parkcite"])
+    run([tool("ipm-registry"), "addresses", "--customer", "parkcite"])
     lab_tool = tool("ipm-lab")
 
     banner("2. lab terminals: boot the demo fleet (real Debian + systemd, reached over SSH)")
@@ -65,6 +67,7 @@ def main() -> int:
     # The demo keeps its own audit log and history, so that it never mixes with real runs.
     os.environ["IPM_AUDIT_LOG"] = str(demo_dir / "audit.jsonl")
     os.environ["IPM_HISTORY_STORE"] = str(demo_dir / "history")
+    os.environ["IPM_BACKUP_STORE"] = str(demo_dir / "backups")
     try:
         run([lab_tool, "up", "--inventory", str(DEMO_INVENTORY)])
         booted = True
@@ -116,14 +119,19 @@ def main() -> int:
         run([tool("ansible-playbook"), "playbooks/snapshot.yml"])
         subprocess.run([tool("ipm-config"), "drift"], cwd=ROOT, check=False)
 
+        banner("9. backups: a signed backup of every terminal (sqlite online backup), then the store")
+        run([tool("ansible-playbook"), "playbooks/backup.yml", "-e", "change_id=CHG-DEMO-3"])
+        run([tool("ipm-backup"), "list"])
+        run([tool("ipm-backup"), "verify"])
+
         audit_tool = tool("ipm-audit")
-        banner("9. the audit trail: verify the chain, then who delivered what where")
+        banner("10. the audit trail: verify the chain, then who delivered what where")
         run([audit_tool, "verify"])
         run([audit_tool, "list", "--module", "ipm.fleet.delivery", "--change", "CHG-DEMO-1"])
         run([audit_tool, "deliveries", "--kind", "parameters"])
     finally:
         if booted and not args.keep:
-            banner("10. stop the demo's lab terminals")
+            banner("11. stop the demo's lab terminals")
             subprocess.run([lab_tool, "down", "--missing-ok", *demo_terminals()], cwd=ROOT, check=False)
     banner("done")
     return 0
