@@ -21,6 +21,9 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import res
 
 
 def _mib(size):
+    """A size for people: KiB below one MiB (a small first backup is not "0.0 MiB")."""
+    if size < 1048576:
+        return "%.1f KiB" % (size / 1024.0)
     return "%.1f MiB" % (size / 1048576.0)
 
 
