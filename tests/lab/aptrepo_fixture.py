@@ -104,8 +104,12 @@ def prepare_terminals(terminals, repository: Repository, url: str) -> None:
 
 
 def reset_terminals(terminals, repository: Repository) -> None:
-    """Back to the baseline: the mirror's packages downgraded and unheld, /var/run/reboot-required removed."""
-    script = "set -e\n" + baseline_script(repository)
+    """Back to the baseline: the mirror's packages downgraded and unheld, /var/run/reboot-required removed.
+
+    apt's package cache is emptied too: an upgrade fetched in an earlier round must not be installed
+    from the cache when the test takes it off the mirror (the "mirror lost mid-run" case).
+    """
+    script = "set -e\n" + baseline_script(repository) + "apt-get clean\n"
     _on_each(terminals, lambda name: script, "resetting to the baseline")
 
 

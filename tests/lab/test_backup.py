@@ -409,7 +409,7 @@ def test_8_ssh_lost_mid_transfer_leaves_no_complete_looking_backup(lab, run_lab_
     ssh(
         run_lab_command,
         oth["id"],
-        f"sqlite3 {DB} 'create table pad (b blob); insert into pad values (randomblob(150000000))'",
+        f"sqlite3 {DB} 'create table pad (b blob); insert into pad values (randomblob(400000000))'",
     )
     command = [
         str(BIN / "ansible-playbook"),
