@@ -153,30 +153,22 @@ def _changed(event: Event, ticket: Ticket) -> int:
     return 0
 
 
-def cmd_comment(args) -> int:
-    store = store_for(args)
-    event = store.comment(args.ticket, os_user(), args.text, first_response=args.first_response)
-    return _changed(event, store.get(args.ticket))
+def _move(method, *options):
+    """A handler calling ``TicketStore.<method>(ticket, actor, <the options' values>)``, then printing the event."""
+
+    def handler(args) -> int:
+        store = store_for(args)
+        event = getattr(store, method)(args.ticket, os_user(), *(getattr(args, name) for name in options))
+        return _changed(event, store.get(args.ticket))
+
+    return handler
 
 
-def cmd_wait(args) -> int:
-    store = store_for(args)
-    return _changed(store.wait(args.ticket, os_user(), args.reason), store.get(args.ticket))
-
-
-def cmd_resume(args) -> int:
-    store = store_for(args)
-    return _changed(store.resume(args.ticket, os_user(), args.comment or ""), store.get(args.ticket))
-
-
-def cmd_resolve(args) -> int:
-    store = store_for(args)
-    return _changed(store.resolve(args.ticket, os_user(), args.resolution), store.get(args.ticket))
-
-
-def cmd_close(args) -> int:
-    store = store_for(args)
-    return _changed(store.close(args.ticket, os_user(), args.resolution), store.get(args.ticket))
+cmd_comment = _move("comment", "text", "first_response")
+cmd_wait = _move("wait", "reason")
+cmd_resume = _move("resume", "comment")
+cmd_resolve = _move("resolve", "resolution")
+cmd_close = _move("close", "resolution")
 
 
 # -- registration --------------------------------------------------------------------------
