@@ -3,6 +3,7 @@ errors, the OS user as actor, UTC and site time in the output."""
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import json
 import subprocess
@@ -166,3 +167,18 @@ def test_the_console_script_has_help_everywhere(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and result.stderr.startswith("ipm-support: error: ticket INC-1: unknown")
+
+
+def test_show_prints_utc_and_site_time_on_both_sides_of_a_dst_change(run):
+    moments = iter(
+        datetime.datetime(2027, 10, 31, hour, 30, tzinfo=datetime.UTC) for hour in (0, 1, 2)
+    )  # Europe/Paris goes back from +02:00 to +01:00 at 01:00 UTC on 31 October 2027
+    store = TicketStore(run.support, registry=REGISTRY, clock=lambda: next(moments))
+    ticket = store.open_error("parkcite", "minor", "ticket printer faint", "Claire", terminal="fr-pgl-001", actor="a")
+    store.comment(ticket.id, "a", "before the change", first_response=True)
+    store.comment(ticket.id, "a", "after the change")
+    code, out, _ = run("ticket", "show", ticket.id)
+    assert code == 0
+    assert "2027-10-31 00:30:00Z | 2027-10-31 02:30:00+02:00  opened" in out
+    assert "2027-10-31 01:30:00Z | 2027-10-31 02:30:00+01:00  first_response" in out  # the same wall clock
+    assert "2027-10-31 02:30:00Z | 2027-10-31 03:30:00+01:00  comment" in out
