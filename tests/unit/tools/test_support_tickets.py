@@ -171,6 +171,16 @@ def test_illegal_transitions_are_refused_in_one_line(store, steps, refused, mess
     assert store.events(ticket.id) == before  # a refused change records nothing
 
 
+def test_a_job_ending_after_its_ticket_was_closed_is_still_recorded(store):
+    ticket = _error(store)
+    store.note(ticket.id, "runner", "job started", kind="job_started")
+    store.close(ticket.id, "alice", "fixed by hand meanwhile")
+    finished = store.note(ticket.id, "runner", "job ended", kind="job_finished", data={"rc": 0})
+    assert (finished.seq, store.get(ticket.id).status) == (5, "closed")
+    with pytest.raises(TicketError, match="is closed"):
+        store.note(ticket.id, "runner", "another job", kind="job_started")
+
+
 def test_unknown_tickets(store):
     with pytest.raises(UnknownTicket, match="no tickets yet"):
         store.comment("INC-1", "a", "x")

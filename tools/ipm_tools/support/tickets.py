@@ -607,7 +607,11 @@ class TicketStore:
         return self._change(ticket_id, actor, ("open", "waiting", "resolved"), "close", apply)
 
     def note(self, ticket_id, actor, text, kind="job", data=None) -> Event:
-        """A remediation job's note: ``job_started`` (counts as first response when none yet), ``job_finished``, ``job``."""
+        """A remediation job's note: ``job_started`` (counts as first response when none yet), ``job_finished``, ``job``.
+
+        ``job_finished`` is recorded whatever the ticket's state (a job may end after its ticket was closed);
+        the others need a ticket that is not closed.
+        """
         if kind not in NOTE_KINDS:
             raise TicketError(f"note kind {_shown(kind)}: expected one of {', '.join(NOTE_KINDS)}")
         text = _clean_text("note", text, required=False)
@@ -622,7 +626,9 @@ class TicketStore:
                 connection.execute("UPDATE tickets SET first_response_utc = ? WHERE id = ?", (at, ticket.id))
             return self._append(connection, ticket.id, kind, at, actor, text, data)
 
-        return self._change(ticket_id, actor, ("open", "waiting", "resolved"), "note", apply)
+        # The end of a job that was running when the ticket was closed is still recorded.
+        states = STATUSES if kind == "job_finished" else ("open", "waiting", "resolved")
+        return self._change(ticket_id, actor, states, "note", apply)
 
 
 _REFUSALS = {
