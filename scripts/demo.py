@@ -98,6 +98,9 @@ def main() -> int:
                 "maintenance_type=evolutive",
                 "-e",
                 json.dumps({"window": "ignore", "window_justification": "demo on lab terminals, booted at any hour"}),
+                # Some demo customers did not buy evolutive maintenance: on demand, with the reason audited.
+                "-e",
+                json.dumps({"justification": "demo: the new release on every lab terminal, billed on demand"}),
             ]
         )
 
@@ -120,7 +123,16 @@ def main() -> int:
         subprocess.run([tool("ipm-config"), "drift"], cwd=ROOT, check=False)
 
         banner("9. backups: a signed backup of every terminal (sqlite online backup), then the store")
-        run([tool("ansible-playbook"), "playbooks/backup.yml", "-e", "change_id=CHG-DEMO-3"])
+        run(
+            [
+                tool("ansible-playbook"),
+                "playbooks/backup.yml",
+                "-e",
+                "change_id=CHG-DEMO-3",
+                "-e",
+                json.dumps({"justification": "demo: one customer has no preventive maintenance, backed up on demand"}),
+            ]
+        )
         run([tool("ipm-backup"), "list"])
         run([tool("ipm-backup"), "verify"])
 

@@ -23,6 +23,8 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LAB_COMMAND = [sys.executable, "-m", "ipm_tools.lab"]
 LAB_TERMINALS_DIR = Path("/var/lib/ipm-lab/terminals")
+# Playbooks refuse to run without an authorization policy: the suite's own, unless a test names another.
+os.environ.setdefault("IPM_POLICY_FILE", str(PROJECT_ROOT / "tests" / "policy.yml"))
 
 
 def lab_env() -> dict[str, str]:

@@ -18,6 +18,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_yaml import loa
 
 CATALOG_FILE = "catalog.yml"
 PLAN_FILE = "vpn-plan.yml"  # the VPN address plan (vpn_plan.py), not a customer file
+POLICY_FILE = "policy.yml"  # the authorization policy (authz.py), not a customer file
 YAML_SUFFIXES = (".yml", ".yaml")
 
 
@@ -48,7 +49,7 @@ def resolve_registry_dir(path: str) -> str:
 
 
 def registry_files(registry_dir: str, skip_dirs=()) -> list[str]:
-    """Customer files: every YAML file below the registry directory except the catalog and the VPN plan (sorted)."""
+    """Customer files: every YAML file below the registry directory except the catalog, the VPN plan and the policy."""
     skip = {os.path.realpath(d) for d in skip_dirs}
     found = []
     for root, dirs, files in os.walk(registry_dir):
@@ -58,7 +59,11 @@ def registry_files(registry_dir: str, skip_dirs=()) -> list[str]:
         for name in files:
             if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
                 full = os.path.join(root, name)
-                if full not in (os.path.join(registry_dir, CATALOG_FILE), os.path.join(registry_dir, PLAN_FILE)):
+                if full not in (
+                    os.path.join(registry_dir, CATALOG_FILE),
+                    os.path.join(registry_dir, PLAN_FILE),
+                    os.path.join(registry_dir, POLICY_FILE),
+                ):
                     found.append(full)
     return sorted(found)
 
