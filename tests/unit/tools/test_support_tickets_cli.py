@@ -129,11 +129,11 @@ def test_unknown_customer_and_terminal_of_another_customer(run):
     assert [t.id for t in TicketStore(run.support, registry=REGISTRY).list()] == ["INC-1"]
 
 
-def test_a_corrupt_store_is_one_line_exit_2_and_untouched(run):
+def test_a_corrupt_store_is_one_line_exit_1_and_untouched(run):
     run.support.mkdir()
     (run.support / "tickets.sqlite").write_bytes(b"\x00garbage" * 100)
     code, out, err = run("ticket", "list")
-    assert code == 2 and out == "" and "not a usable ticket database" in err and err.count("\n") == 1
+    assert code == 1 and out == "" and "not a usable ticket database" in err and err.count("\n") == 1
     assert (run.support / "tickets.sqlite").read_bytes() == b"\x00garbage" * 100
 
 

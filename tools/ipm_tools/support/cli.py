@@ -11,7 +11,7 @@
 The data lives in the support dir: ``--support-dir``, else $IPM_SUPPORT_DIR, else ~/.ipm/support. The
 person recorded is the OS user running the tool. Exit codes: 0 done, 2 a mistake in what was asked
 (a bad option value, an unknown customer, terminal or ticket, a change the ticket's state does not
-allow), 1 a failure while doing it. See docs/support.md.
+allow), 1 a failure while doing it (an unusable ticket database or registry). See docs/support.md.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 
 from ipm_tools import closed_output
 from ipm_tools.support import tickets_cli
-from ipm_tools.support.tickets import TicketError, default_registry
+from ipm_tools.support.tickets import StoreError, TicketError, default_registry
 
 DEFAULT_SUPPORT_DIR = "~/.ipm/support"
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ipm-support",
         description="Support work on the fleet: tickets, and runbooks run on terminals for a ticket.",
         epilog="Exit codes: 0 done, 2 a mistake in what was asked (unknown ticket, customer or terminal, "
-        "a change the ticket's state refuses), 1 a failure while doing it. See docs/support.md.",
+        "a change the ticket's state refuses), 1 a failure while doing it (an unusable ticket database or "
+        "registry). See docs/support.md.",
     )
     parser.add_argument(
         "--support-dir",
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         return args.handler(args)
     except TicketError as error:
         print(f"ipm-support: error: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, StoreError) else 2
     except BrokenPipeError:
         return closed_output()
     except KeyboardInterrupt:

@@ -105,6 +105,10 @@ class UnknownTicket(TicketError):
     """No such ticket in the store."""
 
 
+class StoreError(TicketError):
+    """The ticket database or the registry cannot be used (corrupt, foreign, locked, unreadable): exit 1."""
+
+
 @dataclass
 class Event:
     ticket_id: str
@@ -232,25 +236,25 @@ class TicketStore:
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         """A connection with the schema in place; None when the store does not exist and ``create`` is False."""
         if self.path.exists() and not self.path.is_file():
-            raise TicketError(f"{self._where()}: not a file; expected the ticket database (SQLite)")
+            raise StoreError(f"{self._where()}: not a file; expected the ticket database (SQLite)")
         if not self.path.exists():
             if not create:
                 return None
             try:
                 self.support_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise TicketError(f"support dir {display_path(str(self.support_dir))}: {error.strerror}") from None
+                raise StoreError(f"support dir {display_path(str(self.support_dir))}: {error.strerror}") from None
         try:
             connection = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as error:
-            raise TicketError(f"{self._where()}: cannot open the ticket database: {error}") from None
+            raise StoreError(f"{self._where()}: cannot open the ticket database: {error}") from None
         try:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._create_schema(connection)
             elif version > SCHEMA_VERSION:
-                raise TicketError(
+                raise StoreError(
                     f"{self._where()}: schema version {version} is newer than this tool's ({SCHEMA_VERSION}); "
                     "upgrade ipm.fleet"
                 )
@@ -259,7 +263,7 @@ class TicketStore:
             connection.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as error:
             connection.close()
-            raise TicketError(
+            raise StoreError(
                 f"{self._where()}: not a usable ticket database ({error}); it was left as it is: "
                 "restore it from a backup of the support dir or move it away"
             ) from None
@@ -275,7 +279,7 @@ class TicketStore:
             if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
                 tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                 if tables:
-                    raise TicketError(
+                    raise StoreError(
                         f"{self._where()}: an SQLite file holding other tables, not a ticket database; "
                         "it was left as it is: point --support-dir elsewhere or move it away"
                     )
@@ -296,7 +300,7 @@ class TicketStore:
             connection.row_factory = sqlite3.Row
             return connection.execute(query, params).fetchall()
         except sqlite3.DatabaseError as error:
-            raise TicketError(f"{self._where()}: cannot read the tickets: {error}") from None
+            raise StoreError(f"{self._where()}: cannot read the tickets: {error}") from None
         finally:
             connection.close()
 
@@ -314,7 +318,7 @@ class TicketStore:
                 raise
             return result
         except sqlite3.DatabaseError as error:
-            raise TicketError(f"{self._where()}: the change was not recorded: {error}") from None
+            raise StoreError(f"{self._where()}: the change was not recorded: {error}") from None
         finally:
             connection.close()
 
@@ -338,10 +342,10 @@ class TicketStore:
             try:
                 fleet, problems = reg.load_fleet(self.registry)
             except (OSError, ValueError) as error:
-                raise TicketError(f"registry {self.registry}: cannot be read: {error}") from None
+                raise StoreError(f"registry {self.registry}: cannot be read: {error}") from None
             if not fleet.customers and problems:
                 first = problems[0]
-                raise TicketError(
+                raise StoreError(
                     f"registry {self.registry}: {len(problems)} problem(s), first {first.file}: {first.message}; "
                     "`ipm-registry validate` lists them"
                 )
