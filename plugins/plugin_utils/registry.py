@@ -18,6 +18,7 @@ their own: reading YAML within the input limits (``registry_yaml``), the generic
 
 from __future__ import annotations
 
+import datetime
 import functools
 import gc
 import ipaddress
@@ -47,7 +48,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import (
     registry_files,
     resolve_registry_dir,
 )
-from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import ID_PATTERN, OBJECTS
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import DATE_PATTERN, ID_PATTERN, OBJECTS
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_yaml import InputLimitError, compose_file, load_file
 from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import VaultValue, vault_format_fault
 
@@ -59,6 +60,7 @@ except ImportError:  # pragma: no cover - Python < 3.9
 PARAMETER_TYPES = ("str", "int", "float", "bool")
 
 _ID_RE = re.compile(ID_PATTERN)
+_DATE_RE = re.compile(DATE_PATTERN)
 
 
 @functools.cache
@@ -336,6 +338,26 @@ def _duplicate(seen, value, rel, keys, what, report):
     return True
 
 
+def _check_contract_dates(contract, report):
+    """``contract.start`` / ``contract.end``: real calendar days, the end not before the start."""
+    days = {}
+    for key in ("start", "end"):
+        value = good(contract.get(key), OBJECTS["contract"][key])
+        if value is None or not _DATE_RE.match(value):
+            continue
+        try:
+            days[key] = datetime.date.fromisoformat(value)
+        except ValueError:
+            report(("customer", "contract", key), "no such day", "a real date, YYYY-MM-DD", describe(value))
+    if "start" in days and "end" in days and days["end"] < days["start"]:
+        report(
+            ("customer", "contract", "end"),
+            "the contract ends before it starts",
+            f"{days['start'].isoformat()} or later",
+            describe(contract["end"]),
+        )
+
+
 def _check_customer_file(fleet, data, rel, report, occur):
     """Check one customer file's data; return its document (customer, clean sites, file) or None."""
     spec = OBJECTS["customer_file"]
@@ -351,6 +373,8 @@ def _check_customer_file(fleet, data, rel, report, occur):
     if customer_release is not None:
         _check_release_name(fleet, customer_release, ("customer", "release"), report)
     contract = customer.get("contract")
+    if isinstance(contract, dict):
+        _check_contract_dates(contract, report)
     if isinstance(contract, dict) and isinstance(contract.get("targets"), dict):
         for severity, target in contract["targets"].items():
             if isinstance(target, dict):

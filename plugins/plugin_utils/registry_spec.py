@@ -33,6 +33,7 @@ VPN_DEFAULTS = {
     "listen_port": 51820,
     "keepalive_s": 25,
 }
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 
 
@@ -146,6 +147,10 @@ OBJECTS: dict[str, dict[str, Field]] = {
         "sla_tier": Field("str", True, "SLA tier: group sla_<tier>.", enum=SLA_TIERS),
         "coverage": Field("object", True, "Hours the hotline covers (customer's local time).", obj="coverage"),
         "maintenance_types": Field("list", True, "Maintenance bought.", item=Field("str", enum=MAINTENANCE_TYPES)),
+        "start": Field("str", description="First day of the contract, YYYY-MM-DD (quoted).", pattern=DATE_PATTERN),
+        "end": Field(
+            "str", description="Last day of the contract, YYYY-MM-DD (quoted); none: open-ended.", pattern=DATE_PATTERN
+        ),
         "targets": Field("object", True, "Response and repair targets per severity.", obj="targets"),
     },
     "coverage": {

@@ -400,7 +400,8 @@ def test_demo_files_validate_under_the_json_schema():
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "registry" / "registry.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    files = sorted(DEMO.rglob("*.yml"))
+    # The authorization policy sits next to the registry but is not part of it (docs/authorization.md).
+    files = sorted(p for p in DEMO.rglob("*.yml") if p.name != "policy.yml")
     assert len(files) >= 4
     for path in files:
         errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
