@@ -1,0 +1,1 @@
+"""ipm-report: maintenance, audit and site reports in the customer's or site's language."""
