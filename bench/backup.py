@@ -10,8 +10,8 @@ with the sqlite3 tool while ipm-app runs, then checkpointed), and no simulated t
 Each round, alternating which goes first:
 
 - backup: `ansible-playbook playbooks/backup.yml` into an empty store (a first backup: sqlite's
-  online backup, integrity check and sha256 on the terminal, fetch, sha256 again and signed
-  manifest on the controller), forks N;
+  online backup, integrity check and sha256 on the terminal, one tar stream over SSH written and
+  hashed in one pass on the controller, signed manifest), forks N;
 - floor: one `ssh root@T tar c -C / var/lib/ipm/app etc/ipm | tar x -C DIR/T` per terminal, all at
   once (no consistency, no checksums, no manifest: the plain copy the backup must come close to).
 
@@ -55,6 +55,15 @@ SSH_OPTIONS = [
     "ControlPath=/tmp/bench-backup-%C",
 ]
 DB = "/var/lib/ipm/app/transactions.sqlite3"
+POLICY = """version: 1
+service_accounts: [root]
+roles:
+  it: {runbooks: ["*"], playbooks: ["*"]}
+people:
+  root: {roles: [it], customers: all, vendor: true}
+four_eyes:
+  playbooks: []
+"""
 
 
 def env(scratch: Path) -> dict[str, str]:
@@ -65,6 +74,8 @@ def env(scratch: Path) -> dict[str, str]:
         IPM_AUDIT_KEY_FILE=str(scratch / "audit.key"),
     )
     variables.pop("IPM_BACKUP_KEY_FILE", None)
+    # The playbooks check an authorization policy first: the bench's own (root, any customer) unless one is named.
+    variables.setdefault("IPM_POLICY_FILE", str(scratch / "policy.yml"))
     variables["PATH"] = f"{BIN}{os.pathsep}{variables.get('PATH', '')}"
     return variables
 
@@ -160,6 +171,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-backup-") as scratch_name:
         scratch = Path(scratch_name)
         run([str(BIN / "ipm-audit"), "keygen", "--key-file", str(scratch / "audit.key")], scratch)
+        (scratch / "policy.yml").write_text(POLICY)
         inventory = scratch / "inventory.yml"
         last_store = None
         first_transferred = 0

@@ -9,6 +9,8 @@ import contextlib
 import datetime
 import os
 import shlex
+import subprocess
+import tarfile
 import tempfile
 
 from ansible.errors import AnsibleActionFail, AnsibleError
@@ -63,13 +65,15 @@ class ActionModule(ActionBase):
         if staged.get("failed"):
             result.update(failed=True, msg="ipm.fleet.backup: %s: %s" % (terminal, staged.get("msg")), changed=False)
             return result
+        self._staging_removed = False
         try:
             entry, manifest = self._store(store, staged, previous, reusable, task_vars, terminal, customer, site, key)
         finally:
             # One shell command, not a module run (the staging is a plain directory); the terminal may be
             # gone (connection lost): its next backup replaces the staging.
-            with contextlib.suppress(AnsibleError):
-                self._low_level_execute_command("rm -rf %s" % shlex.quote(staging))
+            if not self._staging_removed:
+                with contextlib.suppress(AnsibleError):
+                    self._low_level_execute_command("rm -rf %s" % shlex.quote(staging))
         message = "backup of %s at %s: %d file(s), %s transferred, %s reused from the previous backup, stored in %s" % (
             terminal,
             manifest["time_utc"],
@@ -142,6 +146,65 @@ class ActionModule(ActionBase):
         if not os.path.isfile(local):
             raise bs.BackupStoreError("fetching /%s from %s gave no file; no backup was stored" % (relpath, terminal))
 
+    def _can_stream(self):
+        """One tar stream over the SSH connection: the ssh connection plugin, key auth, no become."""
+        connection = self._connection
+        if getattr(connection, "_load_name", "").rsplit(".", 1)[-1] != "ssh" or self._play_context.become:
+            return False
+        return not (connection.get_option("password") or self._play_context.password)
+
+    def _stream(self, staging, wanted, partial, terminal):
+        """Fetch the WANTED staged files as one ``tar`` stream over the task's SSH connection (its options,
+        its multiplexed master), each written into the partial while hashed and checked against the
+        terminal's sha256: one transfer, one pass over the bytes."""
+        connection = self._connection
+        connection.host = connection.get_option("host") or self._play_context.remote_addr
+        names = " ".join(shlex.quote(item["path"]) for item in wanted)
+        # The staging goes in the same command once tar is done (one SSH exec instead of two).
+        remote = "tar -c -f - -C %s -- %s; code=$?; rm -rf %s; exit $code" % (
+            shlex.quote(staging),
+            names,
+            shlex.quote(staging),
+        )
+        command = connection._build_command(connection.get_option("ssh_executable"), "ssh", connection.host, remote)
+        by_path = {item["path"]: item for item in wanted}
+        files = []
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+            try:
+                try:
+                    with tarfile.open(fileobj=process.stdout, mode="r|", bufsize=1 << 20) as archive:
+                        for member in archive:
+                            item = by_path.pop(member.name, None)
+                            if item is None or not member.isfile() or member.size != item["size"]:
+                                raise bs.BackupStoreError(
+                                    "the terminal sent /%s (%d bytes), not a staged file" % (member.name, member.size)
+                                )
+                            files.append(
+                                partial.add_stream(
+                                    item["path"], archive.extractfile(member), item["size"], item["sha256"]
+                                )
+                            )
+                except (tarfile.TarError, bs.BackupStoreError) as exc:
+                    # A cut connection shows as a short or broken archive: tar's exit status says which.
+                    if process.wait() == 0 and isinstance(exc, bs.BackupStoreError):
+                        raise bs.BackupStoreError("%s; no backup was stored" % exc) from None
+                    by_path.setdefault("", {"error": str(exc)})
+                code = process.wait()
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            if code != 0 or by_path:
+                errors.seek(0)
+                reason = errors.read().decode("utf-8", "replace").strip().splitlines()
+                missing = ", ".join("/" + p for p in by_path if p) or "the end of the archive"
+                raise bs.BackupStoreError(
+                    "the connection to %s failed while fetching %s (tar over ssh: exit %s%s); no backup was stored"
+                    % (terminal, missing, code, ", " + reason[-1][:300] if reason else "")
+                )
+        return files
+
     def _store(self, store, staged, previous, reusable, task_vars, terminal, customer, site, key):
         now = datetime.datetime.now(datetime.timezone.utc)
         try:
@@ -149,13 +212,21 @@ class ActionModule(ActionBase):
         except bs.BackupStoreError as exc:
             raise AnsibleActionFail("ipm.fleet.backup: %s: %s" % (terminal, exc)) from None
         try:
-            files, transferred, reused = [], 0, 0
+            files, transferred, reused, wanted = [], 0, 0, []
             for item in staged["files"]:
                 relpath = item["path"]
                 if previous is not None and reusable.get(relpath) == item["sha256"]:
                     files.append(partial.link_unchanged(previous, relpath))
                     reused += item["size"]
-                    continue
+                else:
+                    wanted.append(item)
+            if wanted and self._can_stream():
+                files.extend(self._stream(staged["staging"], wanted, partial, terminal))
+                self._staging_removed = True
+                transferred += sum(item["size"] for item in wanted)
+                wanted = []
+            for item in wanted:  # another connection type: one fetch per file, hashed after
+                relpath = item["path"]
                 handle, local = tempfile.mkstemp(dir=partial.path, prefix=".fetch-")
                 os.close(handle)
                 self._fetch(staged["staging"].rstrip("/") + "/" + relpath, local, relpath, terminal)

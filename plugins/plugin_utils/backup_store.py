@@ -32,6 +32,7 @@ import re
 import secrets
 import shutil
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -74,7 +75,11 @@ MANIFEST_FIELDS: dict[str, tuple[bool, tuple[type, ...], str]] = {
     "time_utc": (True, (str,), "the store's time of the backup, ISO UTC with Z (the directory's time)"),
     "time_site": (True, (str,), "the same moment in the site's zone, ISO with offset"),
     "release": (True, (str, type(None)), "installed release version (null: none installed)"),
-    "parameters_sha256": (True, (str, type(None)), "sha256 of /etc/ipm/app.yml (null: no parameters file)"),
+    "parameters_sha256": (
+        True,
+        (str, type(None)),
+        "digest of the effective parameters, as ipm-app's /health reports it (null: not computable)",
+    ),
     "operator": (True, (str, type(None)), "who ran the backup"),
     "change_id": (False, (str, type(None)), "change id (or ticket)"),
     "ticket": (False, (str, type(None)), "ticket id (or change_id)"),
@@ -575,6 +580,45 @@ class PartialBackup:
         except OSError as exc:
             raise self.store._write_error(exc, self) from None
         return {"path": rel, "size": os.stat(target).st_size, "sha256": digest}
+
+    def add_stream(self, relpath: str, reader, size: int, expected_sha256: str | None = None) -> dict:
+        """Write SIZE bytes read from READER (a file object) as ``relpath``, hashing while writing: into a
+        ``.fetch-*`` file of the partial, fsynced, then renamed into place (one pass, no re-read).
+
+        With EXPECTED_SHA256 (the digest the terminal staged), a mismatch or a short stream raises
+        BackupStoreError and leaves nothing of that file. Returns ``{path, size, sha256}``."""
+        rel, target = self._target(relpath)
+        temporary = None
+        try:
+            self._mkparent(target)
+            handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".fetch-")
+            digest, written = hashlib.sha256(), 0
+            with os.fdopen(handle, "wb") as out:
+                while written < size:
+                    chunk = reader.read(min(_CHUNK, size - written))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            hexdigest = digest.hexdigest()
+            if written != size or (expected_sha256 is not None and hexdigest != expected_sha256):
+                raise BackupStoreError(
+                    f"/{rel} arrived with sha256 {hexdigest[:12]} ({written} bytes), the terminal staged "
+                    f"{str(expected_sha256)[:12]} ({size} bytes): the transfer was damaged or cut"
+                )
+            os.rename(temporary, target)
+            temporary = None
+            self._remember(rel, target, hexdigest)
+        except OSError as exc:
+            raise self.store._write_error(exc, self) from None
+        finally:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+        return {"path": rel, "size": size, "sha256": hexdigest}
 
     @staticmethod
     def _copy(source: str, target: str) -> str:
