@@ -21,7 +21,7 @@ import os
 import sys
 
 from ipm_tools import closed_output
-from ipm_tools.support import tickets_cli
+from ipm_tools.support import run_cli, runbooks_cli, sla_cli, tickets_cli
 from ipm_tools.support.tickets import StoreError, TicketError, default_registry
 
 DEFAULT_SUPPORT_DIR = "~/.ipm/support"
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each command family registers itself (one import above, one line here).
     tickets_cli.register(subparsers)
+    runbooks_cli.register(subparsers)
+    run_cli.register(subparsers)
+    sla_cli.register(subparsers)
     return parser
 
 

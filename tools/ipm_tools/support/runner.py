@@ -1,0 +1,453 @@
+"""Run a runbook on one terminal for a ticket, through ansible-runner.
+
+:func:`run_runbook` checks what it is asked (the runbook, the terminal in the registry, the ticket, the
+ticket's customer against the terminal's, the authorization), notes ``job_started`` on the ticket,
+runs ``ansible_runner.run`` with a fresh private data dir per job under the ticket's folder
+(``<support_dir>/tickets/<id>/jobs/<ident>/``), streams one line per task result, and notes
+``job_finished`` with the outcome. What it keeps on disk is redacted with the audit log's rule
+(``plugins/plugin_utils/audit_redact.py``): runner's own event files and stdout file are not written,
+the job's events are written redacted by this module instead, and runner's ``command`` file (the
+environment) is redacted as soon as the job starts. The vault password stays in its own file outside
+the job folder (``--vault-password-file``); nothing secret is put in runner's ``env/`` files.
+
+Outcomes (``RunResult.status``) and exit codes of ``ipm-support run``:
+
+=============  ====  ==========================================================================
+status         exit  meaning
+=============  ====  ==========================================================================
+successful     0     every task ran, none failed
+failed         1     a task failed (the runbook's message says why)
+unreachable    3     the terminal did not answer over SSH
+killed         4     ansible-playbook ended without its final statistics (killed, crashed)
+(RunError)     2     bad input or denied: nothing was started
+=============  ====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import resolve_operator
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import Redactor
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
+from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import is_vault_value
+from ipm_tools import PROJECT_ROOT
+
+from .runbooks import CatalogError, Runbook, get_runbook
+from .tickets import TicketError, TicketStore
+
+EXIT_CODES = {"successful": 0, "failed": 1, "unreachable": 3, "killed": 4}
+EXIT_BAD_INPUT = 2
+DEFAULT_KEEP_JOBS = 20
+KEPT_ENV = ("ANSIBLE_", "IPM_", "PATH")
+RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+    "runner_item_on_failed": "failed",
+}
+
+
+class RunError(Exception):
+    """Bad input or a refusal: one line, nothing started (exit code 2)."""
+
+
+@dataclass
+class TaskLine:
+    task: str
+    host: str
+    status: str
+    changed: bool = False
+    message: str = ""
+
+    def line(self) -> str:
+        flag = " (changed)" if self.changed else ""
+        text = f"  {self.status:<11} {self.host}  {self.task}{flag}"
+        return text + (f": {self.message}" if self.message and self.status in ("failed", "unreachable") else "")
+
+
+@dataclass
+class RunResult:
+    runbook: str
+    terminal: str
+    ticket_id: str
+    operator: str
+    ident: str
+    job_dir: str
+    status: str  # successful | failed | unreachable | killed
+    rc: int | None
+    started_utc: str
+    finished_utc: str
+    duration_s: float
+    first_task_s: float | None  # seconds from the call to the first task event
+    tasks: list[TaskLine] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.status, 1)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful"
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["exit_code"] = self.exit_code
+        return data
+
+    def summary(self) -> str:
+        """The one-screen result."""
+        counts: dict[str, int] = {}
+        for task in self.tasks:
+            counts[task.status] = counts.get(task.status, 0) + 1
+        changed = sum(1 for task in self.tasks if task.changed)
+        lines = [
+            f"{self.runbook} on {self.terminal} for {self.ticket_id}: {self.status.upper()} "
+            f"(exit {self.exit_code}) in {self.duration_s:.1f} s",
+            "  tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f", {changed} changed",
+        ]
+        if self.message:
+            lines.append(f"  {self.message}")
+        lines.append(f"  operator {self.operator}, job {self.ident}")
+        lines.append(f"  artifacts: {self.job_dir}")
+        return "\n".join(lines)
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def find_inventory(path: str | os.PathLike) -> Path:
+    """The registry inventory configuration (``*.ipm_registry.yml``) of an inventory directory, or the file itself."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        configs = sorted(path.glob("*.ipm_registry.y*ml"))
+        if configs:
+            return configs[0]
+    raise RunError(
+        f"inventory {path}: no ipm.fleet.registry configuration (*.ipm_registry.yml) there: "
+        "give --inventory DIR of a registry inventory (inventories/demo is an example)"
+    )
+
+
+def _secret_values(customer: Mapping, site: Mapping, terminal: Mapping, vault_password_file: str | None) -> list[str]:
+    """The plaintext of the terminal's vaulted registry parameters (for masking), when the password is given."""
+    if not vault_password_file:
+        return []
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    try:
+        secret = Path(vault_password_file).read_bytes().strip()
+    except OSError as error:
+        raise RunError(f"vault password file {vault_password_file}: cannot read: {error.strerror}") from None
+    vault = VaultLib([("default", VaultSecret(secret))])
+    found = []
+
+    def walk(value):
+        if is_vault_value(value):
+            with contextlib.suppress(Exception):
+                found.append(vault.decrypt(str(value)).decode())
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for layer in (customer, site, terminal):
+        walk(layer.get("parameters") or {})
+    return found
+
+
+def _authorize(operator, runbook, customer, ticket, justification, maintenance_type):
+    """Ask the authorization policy (ipm_tools.authz_check) when it is installed; RunError when denied."""
+    try:
+        from ipm_tools import authz_check
+    except ImportError:
+        return None
+    decision = authz_check.authorize_run(
+        operator,
+        f"runbook:{runbook}",
+        customer=customer,
+        maintenance_type=maintenance_type,
+        justification=justification,
+        ticket_id=ticket,
+    )
+    if not decision.allowed:
+        raise RunError(f"{operator} may not run runbook {runbook} for customer {customer}: {decision.reason}")
+    return decision
+
+
+def _prune(jobs_dir: Path, keep: int, current: Path) -> None:
+    jobs = sorted((p for p in jobs_dir.iterdir() if p.is_dir() and p != current), key=lambda p: p.name)
+    for old in jobs[: max(0, len(jobs) - (keep - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _Job:
+    """What one job collects from runner's events (called from runner's thread)."""
+
+    def __init__(self, ident, artifact_dir: Path, redactor: Redactor, progress, started: float):
+        self.ident = ident
+        self.artifact_dir = artifact_dir
+        self.redactor = redactor
+        self.progress = progress
+        self.started = started
+        self.first_task_s = None
+        self.tasks: list[TaskLine] = []
+        self.stats = None
+        self.command_redacted = False
+        self.lock = threading.Lock()
+        self.events_dir = artifact_dir / "job_events"
+        self.stdout = None
+
+    def _redact_command(self):
+        command = self.artifact_dir / "command"
+        try:
+            data = json.loads(command.read_text())
+        except (OSError, ValueError):
+            return
+        # Runner records the whole environment: keep only what the job was given (no stray secret).
+        env = data.get("env") or {}
+        data["env"] = {key: value for key, value in env.items() if key.startswith(KEPT_ENV)}
+        data = self.redactor.value(data)
+        command.write_text(json.dumps(data))
+        self.command_redacted = True
+
+    def handle(self, event: dict) -> bool:
+        with self.lock:
+            if not self.command_redacted:
+                self._redact_command()
+            name = event.get("event", "")
+            if name == "playbook_on_task_start" and self.first_task_s is None:
+                self.first_task_s = time.monotonic() - self.started
+            clean = self.redactor.value(event)
+            self.events_dir.mkdir(parents=True, exist_ok=True)
+            target = self.events_dir / f"{event.get('counter', 0)}-{event.get('uuid', 'event')}.json"
+            temporary = target.with_suffix(".tmp")
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+                json.dump(clean, handle)
+            os.replace(temporary, target)
+            if clean.get("stdout"):
+                if self.stdout is None:
+                    self.stdout = open(  # noqa: SIM115 - kept open for the job's whole stream
+                        os.open(self.artifact_dir / "stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a"
+                    )
+                self.stdout.write(clean["stdout"] + "\n")
+                self.stdout.flush()
+            data = clean.get("event_data") or {}
+            if name in RESULT_EVENTS:
+                result = data.get("res") or {}
+                message = result.get("msg") or result.get("stderr") or "" if isinstance(result, dict) else ""
+                task = TaskLine(
+                    task=data.get("task", ""),
+                    host=data.get("host", ""),
+                    status=RESULT_EVENTS[name],
+                    changed=bool(isinstance(result, dict) and result.get("changed")),
+                    message=" ".join(str(message).split())[:300],
+                )
+                if name == "runner_on_failed" and data.get("ignore_errors"):
+                    task.status = "ignored"
+                self.tasks.append(task)
+                if self.progress is not None:
+                    self.progress(task.line())
+            elif name == "playbook_on_stats":
+                self.stats = data
+        return False  # runner writes no raw copy
+
+    def close(self):
+        if self.stdout is not None:
+            self.stdout.close()
+
+
+def _outcome(job: _Job, terminal: str, rc) -> tuple[str, str]:
+    stats = job.stats
+    if stats is None:
+        return "killed", (
+            f"ansible-playbook ended without its final statistics (exit {rc}): the job was killed or crashed; "
+            "what ran is in the job's events and the audit log"
+        )
+    if terminal in (stats.get("dark") or {}):
+        failed = [t for t in job.tasks if t.status == "unreachable"]
+        reason = failed[-1].message if failed else "no answer over SSH"
+        return "unreachable", f"{terminal} did not answer: {reason}"
+    if terminal in (stats.get("failures") or {}) or rc not in (0, None):
+        failed = [t for t in job.tasks if t.status == "failed"]
+        reason = f"{failed[-1].task}: {failed[-1].message}" if failed else f"ansible-playbook exit {rc}"
+        return "failed", reason
+    return "successful", ""
+
+
+def run_runbook(
+    runbook: str,
+    terminal: str,
+    ticket: str,
+    *,
+    support_dir: str | os.PathLike,
+    inventory: str | os.PathLike | None = None,
+    operator: str | None = None,
+    justification: str | None = None,
+    extra_vars: Mapping[str, object] | None = None,
+    vault_password_file: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    keep_jobs: int | None = None,
+    runbooks_root: str | os.PathLike | None = None,
+    timeout: int | None = None,
+) -> RunResult:
+    """Run ``runbook`` on ``terminal`` for ``ticket``; :class:`RunError` when nothing could be started."""
+    import ansible_runner
+
+    called = time.monotonic()
+    try:
+        book: Runbook = get_runbook(runbook, runbooks_root)
+    except CatalogError as error:
+        raise RunError(str(error)) from None
+    inventory_file = find_inventory(
+        inventory or os.environ.get("IPM_REGISTRY") or PROJECT_ROOT / "inventories" / "demo"
+    )
+    fleet, problems = load_fleet(str(inventory_file))
+    errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
+    found = fleet.find_terminal(terminal)
+    if found is None:
+        hint = f" ({len(errors)} registry problem(s): ipm-registry validate)" if errors else ""
+        raise RunError(f"unknown terminal {terminal!r}: not in the registry of {inventory_file}{hint}")
+    customer, site, terminal_doc = found
+    store = TicketStore(support_dir, registry=str(inventory_file))
+    try:
+        record = store.get(ticket)
+    except TicketError as error:
+        raise RunError(str(error)) from None
+    if record.customer != customer.get("id"):
+        raise RunError(
+            f"ticket {record.id} is customer {record.customer}'s, terminal {terminal} is customer "
+            f"{customer.get('id')}'s: run runbooks only on the terminals of the ticket's customer"
+        )
+    if record.status == "closed":
+        raise RunError(f"ticket {record.id} is closed: open a new ticket for new work")
+    variables = dict(extra_vars or {})
+    operator_name, _source = resolve_operator({"ipm_operator": operator} if operator else variables)
+    _authorize(operator_name, book.name, record.customer, record.id, justification, record.maintenance_type)
+
+    keep = keep_jobs or int(os.environ.get("IPM_SUPPORT_KEEP_JOBS") or DEFAULT_KEEP_JOBS)
+    started_at = utc_now()
+    ident = f"{record.id}-{started_at.strftime('%Y%m%dT%H%M%S%fZ')}"
+    jobs_dir = store.folder(record.id) / "jobs"
+    job_dir = jobs_dir / ident
+    job_dir.mkdir(parents=True, mode=0o700)
+    artifact_dir = job_dir / "artifacts" / ident
+    if vault_password_file:
+        vault_path = Path(vault_password_file).resolve()
+        if job_dir.resolve() in vault_path.parents:
+            raise RunError(f"vault password file {vault_path}: keep it outside the job folders")
+    secrets = _secret_values(customer, site, terminal_doc, vault_password_file)
+    redactor = Redactor()
+    for value in secrets:
+        redactor.add_secret(value)
+
+    variables.update(
+        terminal=terminal,
+        ticket_id=record.id,
+        ipm_ticket=record.id,
+        runbook_output_dir=str(job_dir / "bundle"),
+    )
+    if operator:
+        variables["ipm_operator"] = operator  # honoured only for the policy's service accounts
+    if justification:
+        variables["justification"] = justification
+    redactor.collect(variables)
+    job_file = job_dir / "job.json"
+    job_info = {
+        "ident": ident,
+        "runbook": book.name,
+        "terminal": terminal,
+        "ticket_id": record.id,
+        "customer": record.customer,
+        "operator": operator_name,
+        "started_utc": _iso(started_at),
+        "status": "running",
+    }
+    job_file.write_text(json.dumps(job_info, indent=2))
+    note = {"runbook": book.name, "terminal": terminal, "ident": ident, "job_dir": str(job_dir)}
+    store.note(record.id, operator_name, f"runbook {book.name} started on {terminal}", kind="job_started", data=note)
+
+    bindir = str(Path(sys.executable).parent)
+    envvars = {
+        "ANSIBLE_CONFIG": os.environ.get("ANSIBLE_CONFIG") or str(PROJECT_ROOT / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(PROJECT_ROOT / "collections"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    cmdline = f"--vault-password-file {vault_password_file}" if vault_password_file else None
+    job = _Job(ident, artifact_dir, redactor, progress, called)
+    rc = None
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(job_dir),
+            ident=ident,
+            playbook=str(book.path),
+            inventory=str(inventory_file.parent if inventory_file.parent.is_dir() else inventory_file),
+            limit=terminal,
+            extravars=variables,
+            envvars=envvars,
+            cmdline=cmdline,
+            project_dir=str(PROJECT_ROOT),
+            event_handler=job.handle,
+            suppress_output_file=True,
+            quiet=True,
+            rotate_artifacts=0,
+            timeout=timeout,
+        )
+        rc = runner.rc
+    finally:
+        job.close()
+        if not job.command_redacted:
+            job._redact_command()
+    status, message = _outcome(job, terminal, rc)
+    finished_at = utc_now()
+    result = RunResult(
+        runbook=book.name,
+        terminal=terminal,
+        ticket_id=record.id,
+        operator=operator_name,
+        ident=ident,
+        job_dir=str(job_dir),
+        status=status,
+        rc=rc,
+        started_utc=_iso(started_at),
+        finished_utc=_iso(finished_at),
+        duration_s=round(time.monotonic() - called, 3),
+        first_task_s=None if job.first_task_s is None else round(job.first_task_s, 3),
+        tasks=job.tasks,
+        message=redactor.text(message),
+    )
+    job_info.update(
+        status=status, rc=rc, finished_utc=result.finished_utc, message=result.message, exit_code=result.exit_code
+    )
+    job_file.write_text(json.dumps(job_info, indent=2))
+    store.note(
+        record.id,
+        operator_name,
+        f"runbook {book.name} on {terminal}: {status}" + (f": {result.message}" if result.message else ""),
+        kind="job_finished",
+        data={**note, "status": status, "rc": rc, "exit_code": result.exit_code, "duration_s": result.duration_s},
+    )
+    _prune(jobs_dir, keep, job_dir)
+    return result
