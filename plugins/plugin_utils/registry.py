@@ -386,6 +386,8 @@ def _check_customer_file(fleet, data, rel, report, occur):
                         f"at least {response}",
                         describe(repair),
                     )
+    if isinstance(contract, dict):
+        _check_contract_changes(contract, report)
     sites = good(data.get("sites"), spec["sites"]) or []
     clean_sites = []
     for site_index, site in enumerate(sites):
@@ -396,6 +398,30 @@ def _check_customer_file(fleet, data, rel, report, occur):
     if customer_id:
         return {"customer": customer, "sites": clean_sites, "file": rel}
     return None
+
+
+def _check_contract_changes(contract, report):
+    """contract.changes: real dates, in order, each changing something (the SLA clock reads them)."""
+    changes = contract.get("changes")
+    if not isinstance(changes, list):
+        return
+    previous = None
+    for index, change in enumerate(changes):
+        if not isinstance(change, dict) or not isinstance(change.get("from"), str):
+            continue
+        keys = ("customer", "contract", "changes", index)
+        try:
+            effective = datetime.date.fromisoformat(change["from"])
+        except ValueError:
+            report((*keys, "from"), "not a date", "a date YYYY-MM-DD", describe(change["from"]))
+            continue
+        if previous is not None and effective <= previous:
+            report(
+                (*keys, "from"), "contract changes out of order", f"a date after {previous}", describe(change["from"])
+            )
+        previous = effective
+        if "coverage" not in change and "targets" not in change:
+            report(keys, "contract change that changes nothing", "coverage and/or targets", "neither")
 
 
 def _check_release_name(fleet, version, keys, report):

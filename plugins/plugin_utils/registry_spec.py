@@ -152,6 +152,17 @@ OBJECTS: dict[str, dict[str, Field]] = {
             "str", description="Last day of the contract, YYYY-MM-DD (quoted); none: open-ended.", pattern=DATE_PATTERN
         ),
         "targets": Field("object", True, "Response and repair targets per severity.", obj="targets"),
+        "changes": Field(
+            "list",
+            description="Contract changes, oldest first: from a date on, new coverage and/or targets (docs/sla.md).",
+            item=Field("object", obj="contract_change"),
+        ),
+    },
+    "contract_change": {
+        "from": Field("str", True, "Effective date, YYYY-MM-DD quoted (00:00 site-local).", pattern=DATE_PATTERN),
+        "reference": Field("str", description="Contract number of the amendment."),
+        "coverage": Field("object", description="The new coverage hours (default: unchanged).", obj="coverage"),
+        "targets": Field("object", description="The new targets (default: unchanged).", obj="targets"),
     },
     "coverage": {
         "days": _days("Days covered."),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -341,7 +342,7 @@ def timeline(
     waits = sorted((a, b) for a, b, reason, _ in spans if reason == WAITING)
     segments: list[Segment] = []
     ci = pi = wi = 0
-    for lo, hi in zip(points, points[1:]):
+    for lo, hi in itertools.pairwise(points):
         while pi + 1 < len(phases) and phases[pi][1] <= lo:
             pi += 1
         while ci < len(covered) and covered[ci][1] <= lo:

@@ -7,6 +7,7 @@ looks at each minute's local wall time in the site's zone and decides whether it
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -176,7 +177,7 @@ def test_clock_matches_oracle(case, clock):
     segments = sc.timeline(calendar, contract, opened, until, pauses)
     assert sc.counted_time(segments) == dt.timedelta(minutes=expected_counted)
     assert segments[0].start == opened and segments[-1].end == until
-    assert all(a.end == b.start for a, b in zip(segments, segments[1:]))
+    assert all(a.end == b.start for a, b in itertools.pairwise(segments))
 
 
 def test_known_figures():
