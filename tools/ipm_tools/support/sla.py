@@ -158,7 +158,7 @@ def summary(slas: list[TicketSla]) -> dict[str, dict[str, dict[str, int]]]:
     return out
 
 
-def _iso(moment: datetime.datetime | None, zone: sc.Calendar | None = None) -> str | None:
+def iso(moment: datetime.datetime | None, zone: sc.Calendar | None = None) -> str | None:
     if moment is None:
         return None
     if zone is None:
@@ -174,19 +174,19 @@ def clock_json(clock: sc.ClockResult, calendar: sc.Calendar) -> dict:
     return {
         "state": clock.state,
         "target_hours": _hours(clock.target),
-        "due_utc": _iso(clock.deadline),
-        "due_site": _iso(clock.deadline, calendar),
-        "at_utc": _iso(clock.stopped),
-        "at_site": _iso(clock.stopped, calendar),
+        "due_utc": iso(clock.deadline),
+        "due_site": iso(clock.deadline, calendar),
+        "at_utc": iso(clock.stopped),
+        "at_site": iso(clock.stopped, calendar),
         "met": clock.met,
         "counted_hours": _hours(clock.counted),
         "left_hours": _hours(clock.left),
         "timeline": [
             {
-                "from_utc": _iso(s.start),
-                "to_utc": _iso(s.end),
-                "from_site": _iso(s.start, calendar),
-                "to_site": _iso(s.end, calendar),
+                "from_utc": iso(s.start),
+                "to_utc": iso(s.end),
+                "from_site": iso(s.start, calendar),
+                "to_site": iso(s.end, calendar),
                 "hours": _hours(s.duration),
                 "reason": s.reason,
                 "contract": s.contract,
@@ -207,9 +207,9 @@ def as_json(sla: TicketSla) -> dict:
         "status": sla.ticket.status,
         "timezone": sla.timezone,
         "holidays": {"country": sla.country, "region": sla.region},
-        "opened_utc": _iso(parse_utc(sla.ticket.opened_utc)),
-        "opened_site": _iso(parse_utc(sla.ticket.opened_utc), calendar),
-        "pauses": [{"from_utc": _iso(a), "to_utc": _iso(b)} for a, b in sla.pauses],
+        "opened_utc": iso(parse_utc(sla.ticket.opened_utc)),
+        "opened_site": iso(parse_utc(sla.ticket.opened_utc), calendar),
+        "pauses": [{"from_utc": iso(a), "to_utc": iso(b)} for a, b in sla.pauses],
         "response": clock_json(sla.response, calendar),
         "repair": clock_json(sla.repair, calendar),
     }

@@ -7,7 +7,8 @@ import json
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import sla_clock as sc
 from ipm_tools.support import sla as sla_mod
-from ipm_tools.support.tickets import TicketError, TicketStore, parse_utc
+from ipm_tools.support.tickets import TicketError, parse_utc
+from ipm_tools.support.tickets_cli import store_for
 
 STATE_WORDS = {"met": "met", "breached": "BREACHED", "running": "running"}
 
@@ -46,13 +47,13 @@ def _now(text: str | None) -> datetime.datetime | None:
 
 
 def handle(args) -> int:
-    store = TicketStore(args.support_dir, registry=args.registry)
+    store = store_for(args)
     now = _now(args.now) or store.clock()
     slas = sla_mod.report(store, customer=args.customer, month=args.month, ticket_id=args.ticket, now=now)
     summary = sla_mod.summary(slas)
     if args.json:
         document = {
-            "now_utc": sla_mod._iso(now),
+            "now_utc": sla_mod.iso(now),
             "tickets": [sla_mod.as_json(s) for s in slas],
             "customers": summary,
         }
