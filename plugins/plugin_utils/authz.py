@@ -66,7 +66,7 @@ class PolicyError(Exception):
     """A policy file that cannot be used; the message names file, line, key, what was expected and what to do."""
 
     def __init__(self, problems: list[Problem] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.problems = list(problems) if isinstance(problems, (list, tuple)) else [problems]
         text = "; ".join(str(p) for p in self.problems[:5])
         if len(self.problems) > 5:
             text += f"; and {len(self.problems) - 5} more"
@@ -380,7 +380,7 @@ def trusted_identity(
     if policy is not None and user in policy.service_accounts:
         return claimed, source
     raise IdentityError(
-        f"OS user {user!r} claims to be {claimed!r} through {source.replace('_', ' ', 1)}, but only the policy's "
+        f"OS user {user!r} claims to be {claimed!r} through {source}, but only the policy's "
         f"service_accounts may act for someone else: run as yourself (drop {source.split(':')[-1]}), or run it "
         "through AWX or the support tool"
     )

@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import iter_records, load_key, verify_log
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import head_path, iter_records, load_key, verify_log
 
 CHANGE_ID = re.compile(r"^CHG-[0-9A-Za-z-]+$")
 REQUESTER_ROLES = ("it", "l2")
@@ -103,7 +103,9 @@ def read_chain(log_path: str, key_file: str | None) -> tuple[list, str | None]:
     key = None
     if key_file and os.path.exists(os.path.expanduser(key_file)):
         key = load_key(key_file)
-    report = verify_log(log_path, key, head=key is not None)
+    # The head file proves the end of the signed part; a log no checkpoint has signed yet has none.
+    head = key is not None and os.access(head_path(log_path), os.R_OK)
+    report = verify_log(log_path, key, head=head)
     if not report.ok:
         return [], f"the audit log {log_path} does not verify ({report.problem}): approvals in it cannot be trusted"
     return list(iter_records(log_path)), None
