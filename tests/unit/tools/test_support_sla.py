@@ -182,6 +182,40 @@ def test_a_request_has_no_clock(run):
     assert code == 0 and "no SLA clock" in out
 
 
+def test_resolved_while_waiting_after_the_deadline_is_breached(tmp_path):
+    # parkcite critical: response 1h, repair 4h (every day 06-23). Opened Mon 1 Feb 09:00 Paris, answered
+    # 09:10, waiting from 14:00 (5h counted: repair due 13:00, already passed), resolved while still waiting.
+    clock = Clock()
+    store = TicketStore(tmp_path / "support", registry=REGISTRY, clock=clock)
+    at(clock, "2027-02-01T09:00", PARIS)
+    store.open_error(
+        customer="parkcite", terminal="fr-pgl-001", severity="critical", symptoms="x", contact="y", actor="lena"
+    )
+    at(clock, "2027-02-01T09:10", PARIS)
+    store.comment("INC-1", "lena", "on it", first_response=True)
+    at(clock, "2027-02-01T14:00", PARIS)
+    store.wait("INC-1", "lena", "send a photo")
+    now = at(clock, "2027-02-01T15:00", PARIS)
+    waiting = sla.report(store, now=now)[0]
+    assert waiting.repair.state == "breached" and waiting.repair.left == -datetime.timedelta(hours=1)
+    at(clock, "2027-02-03T10:00", PARIS)
+    store.resolve("INC-1", "lena", "fixed")
+    done = sla.report(store, now=clock.moment)[0]
+    assert done.repair.deadline == datetime.datetime(2027, 2, 1, 13, 0, tzinfo=PARIS)
+    assert (done.repair.state, done.repair.counted) == ("breached", datetime.timedelta(hours=5))
+    assert done.repair.segments[-1].reason == "waiting on customer"
+    # opened and put on hold before anything counted: no deadline while it waits
+    at(clock, "2027-02-06T05:00", PARIS)
+    store.open_error(
+        customer="parkcite", terminal="fr-pgl-001", severity="minor", symptoms="x", contact="y", actor="lena"
+    )
+    store.wait("INC-2", "lena", "which terminal?")
+    held = sla.report(store, now=at(clock, "2027-02-09T05:00", PARIS))[1]
+    assert (
+        held.repair.deadline is None and held.repair.state == "running" and held.repair.counted == datetime.timedelta()
+    )
+
+
 def _registry_copy(tmp_path, edit):
     root = tmp_path / "registry"
     shutil.copytree(PROJECT_ROOT / "registry" / "demo", root)

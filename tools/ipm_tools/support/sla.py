@@ -101,9 +101,18 @@ def ticket_sla(ticket: Ticket, events: list[Event], contracts: Contracts, now: d
     calendar, country, region = contracts.calendar(ticket)
     opened = parse_utc(ticket.opened_utc)
     response_at, resolved_at, pauses = stops(events)
+
+    def closed(stop):
+        # a pause still open when the clock stopped (resolved while waiting) ends there
+        return [(a, b if b is not None or stop is None else max(a, stop)) for a, b in pauses]
+
     try:
-        response = sc.evaluate(calendar, contract, opened, ticket.severity, "response", response_at, now, pauses)
-        repair = sc.evaluate(calendar, contract, opened, ticket.severity, "repair", resolved_at, now, pauses)
+        response = sc.evaluate(
+            calendar, contract, opened, ticket.severity, "response", response_at, now, closed(response_at)
+        )
+        repair = sc.evaluate(
+            calendar, contract, opened, ticket.severity, "repair", resolved_at, now, closed(resolved_at)
+        )
     except sc.SlaError as error:
         raise TicketError(f"ticket {ticket.id}: {error}") from None
     return TicketSla(ticket, calendar.timezone, country, region, contract, response, repair, tuple(pauses))

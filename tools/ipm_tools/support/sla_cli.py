@@ -87,7 +87,10 @@ def _short(moment: datetime.datetime | None, calendar: sc.Calendar | None = None
 
 
 def _clock_text(clock: sc.ClockResult, calendar: sc.Calendar) -> str:
-    due = f"due {_short(clock.deadline)} (site {_short(clock.deadline, calendar)})" if clock.deadline else "due -"
+    if clock.deadline:
+        due = f"due {_short(clock.deadline)} (site {_short(clock.deadline, calendar)})"
+    else:
+        due = "due - (paused: waiting on customer)"
     if clock.stopped is not None:
         tail = f"at {_short(clock.stopped)} {STATE_WORDS[clock.state]}"
     else:
