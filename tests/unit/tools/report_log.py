@@ -32,8 +32,22 @@ class Clock:
         return utc_iso(self.now)
 
 
-def write_log(path, key, *, start, runs, terminals_per_run, tasks_per_terminal=3, seed=1, sites=SITES, extra=None):
-    """Write RUNS runs from START (one every 40 minutes) and return the expected counts per customer.
+def write_log(
+    path,
+    key,
+    *,
+    start,
+    runs,
+    terminals_per_run,
+    tasks_per_terminal=3,
+    seed=1,
+    sites=SITES,
+    extra=None,
+    run_gap=datetime.timedelta(minutes=40),
+    terminals_per_site=50,
+    expect=True,
+):
+    """Write RUNS runs from START (RUN_GAP between two) and return the expected counts per customer.
 
     Each run touches TERMINALS_PER_RUN terminals of one site; each terminal gets TASKS_PER_TERMINAL plain
     task results, one ``ipm.fleet.delivery`` result and, every third run, one ``ipm.fleet.backup``.
@@ -79,8 +93,9 @@ def write_log(path, key, *, start, runs, terminals_per_run, tasks_per_terminal=3
             )
             stats["runs"] += 1
             for index in range(terminals_per_run):
-                terminal = "%s-%03d" % (site, (number + index) % 50)
-                stats["terminals"].add(terminal)
+                terminal = "%s-%03d" % (site, (number + index) % terminals_per_site)
+                if expect:
+                    stats["terminals"].add(terminal)
                 for step in range(tasks_per_terminal + 2 + (number % 3 == 0)):
                     clock.now += datetime.timedelta(seconds=1)
                     ended, site_time = utc_and_site_time(clock.now.timestamp(), zone)
@@ -128,7 +143,7 @@ def write_log(path, key, *, start, runs, terminals_per_run, tasks_per_terminal=3
                         stats["changed"][operator] = stats["changed"].get(operator, 0) + 1
                     stats["seconds"] += duration
                     writer.append("task", data)
-            clock.now += datetime.timedelta(minutes=40)
+            clock.now += run_gap
             writer.append("run_end", {"run": run_id, "hosts": {}, "totals": {}, "records": 0}, checkpoint="run_end")
         for kind, data in extra or ():
             clock.now += datetime.timedelta(seconds=5)

@@ -444,9 +444,7 @@ def site(f, *, site_doc, customer, terminals, as_of, zone):
                 row["terminal"],
                 row["model"] or "-",
                 f.moment(
-                    datetime.datetime.fromisoformat(taken)
-                    .astimezone(datetime.UTC)
-                    .strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    datetime.datetime.fromisoformat(taken).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                     zone,
                 )
                 if taken

@@ -146,33 +146,41 @@ def _drift(fleet, doc, store, when):
 def _incidents(args, customer_id, period):
     """Incidents of the period from the support tickets, or None when there is no support data to read."""
     directory = args.support_dir
-    if not directory or not os.path.isdir(directory):
+    if not directory or not os.path.isdir(os.path.expanduser(directory)):
         return None
     try:
         from ipm_tools.support import sla, tickets
     except ImportError:
         return None
-    return support_incidents(tickets, sla, directory, customer_id, period)
+    try:
+        return support_incidents(tickets, sla, directory, args.registry, customer_id, period)
+    except tickets.TicketError as exc:
+        raise UsageError(f"{directory}: cannot read the support tickets ({exc})") from None
 
 
-def support_incidents(tickets, sla, directory, customer_id, period):
-    """Rows (ticket, opened, severity, terminal, sla: met|breached|running) through the support tools' API."""
-    store = tickets.TicketStore(directory)
+def support_incidents(tickets, sla, directory, registry, customer_id, period):
+    """Rows (ticket, opened, severity, terminal, sla: met|breached|running) through the support tools' API.
+
+    A ticket's SLA is breached when its response or repair clock is, met when both are met, running
+    otherwise (the clocks are the support tools' rule: plugins/plugin_utils/sla_clock.py).
+    """
+    store = tickets.TicketStore(directory, registry=registry)
     rows = []
-    for ticket in store.list(customer=customer_id):
-        info = ticket.as_dict()
-        opened = info.get("opened_at") or info.get("opened")
-        if not period.contains(opened):
+    for item in sla.report(store, customer=customer_id):
+        ticket = item.ticket
+        opened = tickets.parse_utc(ticket.opened_utc)
+        if not period.start <= opened < period.end:
             continue
-        status = sla.status(ticket) if hasattr(sla, "status") else None
+        states = {item.response.state, item.repair.state}
+        state = "breached" if "breached" in states else "met" if states == {"met"} else "running"
         rows.append(
             {
-                "ticket": info.get("id"),
-                "opened": opened,
-                "timezone": info.get("timezone"),
-                "severity": info.get("severity"),
-                "terminal": info.get("terminal"),
-                "sla": status if status in ("met", "breached") else "running",
+                "ticket": ticket.id,
+                "opened": opened.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "timezone": item.timezone,
+                "severity": ticket.severity,
+                "terminal": ticket.terminal,
+                "sla": state,
             }
         )
     return rows
