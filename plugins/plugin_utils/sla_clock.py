@@ -188,7 +188,7 @@ class Calendar:
         probe = a
         while probe < end:
             nxt = min(probe + _STEP, end)
-            off = nxt.astimezone(self.zone).utcoffset() if nxt < end else offset
+            off = nxt.astimezone(self.zone).utcoffset()
             if off != offset:
                 lo, hi = probe, nxt  # offset(lo) == offset, offset(hi) != offset: find the first changed second
                 while hi - lo > dt.timedelta(seconds=1):

@@ -202,6 +202,29 @@ def test_known_figures():
     assert sc.counted_time(day) == dt.timedelta(hours=25)
 
 
+@pytest.mark.parametrize(
+    ("tz", "start", "end"),
+    [
+        ("Europe/Paris", "2027-03-28T00:00", "2027-03-28T04:00"),  # ends 1h after the change: 3h counted
+        ("Europe/Paris", "2027-10-31T01:30", "2027-10-31T02:45"),  # ends inside the repeated hour
+        ("Australia/Sydney", "2027-04-04T01:00", "2027-04-04T02:59"),
+        ("America/Santiago", "2027-09-04T20:00", "2027-09-05T01:00"),
+    ],
+)
+def test_short_spans_around_a_change(tz, start, end):
+    """Spans that end shortly after a daylight-saving change count what the wall clock shows."""
+    phases = [(None, cov(WEEK, "00:00", "24:00"), t(1, 1))]
+    calendar, contract = build(phases, tz)
+    zone = ZoneInfo(tz)
+    a, b = local(start, tz), dt.datetime.fromisoformat(end).replace(tzinfo=zone, fold=1).astimezone(UTC)
+    _, expected = oracle(tz, phases, a, "repair", "critical", until=b, limit_days=1)
+    assert sc.counted_time(sc.timeline(calendar, contract, a, b)) == expected * MINUTE == b - a
+    night = [(None, cov(WEEK, "01:00", "03:30"), t(1, 1))]
+    calendar, contract = build(night, tz)
+    _, expected = oracle(tz, night, a, "repair", "critical", until=b, limit_days=1)
+    assert sc.counted_time(sc.timeline(calendar, contract, a, b)) == expected * MINUTE
+
+
 def test_evaluate_states():
     calendar, contract = build([(None, cov(WORKDAYS, "09:00", "18:00"), t(2, 8))], "Europe/Paris")
     opened = local("2027-02-01T09:00", "Europe/Paris")
@@ -295,15 +318,15 @@ def tickets(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tickets(), st.sampled_from(["response", "repair"]))
-def test_random_tickets_match_oracle(ticket, clock):
+@given(tickets(), st.sampled_from(["response", "repair"]), st.integers(1, 3 * 1440))
+def test_random_tickets_match_oracle(ticket, clock, span):
     tz, phases, opened, pauses, holiday_days = ticket
 
     def holiday(day):
         return "test day" if day in holiday_days else None
 
     calendar, contract = build(phases, tz, holiday)
-    until = opened + dt.timedelta(hours=61)
+    until = opened + span * MINUTE
     expected, expected_counted = oracle(tz, phases, opened, clock, "critical", pauses, holiday, until, limit_days=40)
     got, _ = sc.deadline(calendar, contract, opened, "critical", clock, pauses)
     assert got == expected
