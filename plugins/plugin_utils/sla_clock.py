@@ -35,6 +35,7 @@ OUTSIDE = "outside coverage"
 WAITING = "waiting on customer"
 HOLIDAY_PREFIX = "holiday: "
 _HHMM = re.compile(r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+_TICK = dt.timedelta(microseconds=1)
 _STEP = dt.timedelta(hours=6)  # zone offsets never change twice within 6 hours
 _CHUNK = dt.timedelta(days=31)  # deadline search horizon grows by this much
 _MAX_SEARCH = dt.timedelta(days=3 * 366)
@@ -190,10 +191,9 @@ class Calendar:
             nxt = min(probe + _STEP, end)
             off = nxt.astimezone(self.zone).utcoffset()
             if off != offset:
-                lo, hi = probe, nxt  # offset(lo) == offset, offset(hi) != offset: find the first changed second
-                while hi - lo > dt.timedelta(seconds=1):
+                lo, hi = probe, nxt  # offset(lo) == offset, offset(hi) != offset: find the first changed instant
+                while hi - lo > _TICK:
                     mid = lo + (hi - lo) / 2
-                    mid = mid.replace(microsecond=0)
                     if mid.astimezone(self.zone).utcoffset() == offset:
                         lo = mid
                     else:

@@ -225,6 +225,18 @@ def test_short_spans_around_a_change(tz, start, end):
     assert sc.counted_time(sc.timeline(calendar, contract, a, b)) == expected * MINUTE
 
 
+def test_instants_with_microseconds():
+    """Stored ticket times carry microseconds: the change is still found exactly."""
+    calendar, contract = build([(None, cov(WEEK, "00:00", "24:00"), t(1, 30))], "Europe/Paris")
+    opened = local("2027-03-27T22:10:03.123457", "Europe/Paris")
+    end = local("2027-03-28T05:00:00", "Europe/Paris")
+    assert sc.counted_time(sc.timeline(calendar, contract, opened, end)) == end - opened
+    assert [p[2] for p in calendar.pieces(opened, end)] == [dt.timedelta(hours=1), dt.timedelta(hours=2)]
+    assert calendar.pieces(opened, end)[0][1] == utc("2027-03-28T01:00:00+00:00")
+    due, _ = sc.deadline(calendar, contract, opened, "critical", "repair")
+    assert due == opened + dt.timedelta(hours=30)
+
+
 def test_evaluate_states():
     calendar, contract = build([(None, cov(WORKDAYS, "09:00", "18:00"), t(2, 8))], "Europe/Paris")
     opened = local("2027-02-01T09:00", "Europe/Paris")
