@@ -171,3 +171,17 @@ def test_bad_input_one_line(env, capsys, argv, message):
 def test_missing_log(env, capsys, tmp_path):
     assert main(["audit", "--log", str(tmp_path / "none.jsonl"), "--period", "2027-01"]) == 2
     assert "no audit log there" in capsys.readouterr().err
+
+
+def test_pdf_of_the_same_document(env, capsys, tmp_path):
+    out = tmp_path / "report.pdf"
+    assert (
+        run(env, "maintenance", "--customer", "parkcite", "--period", "2027-01", "--format", "pdf", "-o", str(out)) == 0
+    )
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    pages = re.search(rb"/Type /Pages\s*/Kids \[[^\]]*\]\s*/Count (\d+)", data) or re.search(rb"/Count (\d+)", data)
+    assert pages is not None and int(pages.group(1)) >= 2  # eight sections with tables and charts
+    capsys.readouterr()
+    assert run(env, "audit", "--period", "2027-01", "--format", "pdf") == 2
+    assert "--format pdf: give the file to write with --output FILE.pdf" in capsys.readouterr().err

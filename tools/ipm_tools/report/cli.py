@@ -276,7 +276,13 @@ def cmd_site(args):
 
 def _write(args, document, progress, verification):
     progress.step("writing the report")
-    if args.format == "html":
+    if args.format == "pdf":
+        if args.output in (None, "-"):
+            raise UsageError("--format pdf: give the file to write with --output FILE.pdf")
+        from ipm_tools.report import pdf
+
+        text = pdf.render(document)
+    elif args.format == "html":
         text = html.render(document)
     elif args.format == "csv":
         text = build.tables_csv(document)
@@ -287,8 +293,12 @@ def _write(args, document, progress, verification):
         sys.stdout.write(text)
     else:
         try:
-            with open(args.output, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
+            if isinstance(text, bytes):
+                with open(args.output, "wb") as handle:
+                    handle.write(text)
+            else:
+                with open(args.output, "w", encoding="utf-8", newline="") as handle:
+                    handle.write(text)
         except OSError as exc:
             raise UsageError(f"{args.output}: cannot write the report ({exc.strerror})") from None
         progress.done()
@@ -319,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--support-dir", default=os.environ.get("IPM_SUPPORT_DIR"), help="support tickets directory")
     common.add_argument("--lang", help="language of the report: fr, en, de or es (default: the customer's or site's)")
-    common.add_argument("--format", choices=("html", "csv", "json"), default="html")
+    common.add_argument("--format", choices=("html", "csv", "json", "pdf"), default="html")
     common.add_argument("--output", "-o", help="file to write (default: stdout)")
     common.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a tty")
 
