@@ -147,14 +147,18 @@ class ActionModule(ActionBase):
             return result
         change_id = args.get("change_id") or base["change_id"]
         verdict = four_eyes.check(policy, error, change_id, name, log_path, key_file)
+        data = dict(base, terminals=sorted(h.get_name() for h in hosts), reason=verdict.reason, stage="past_canary")
+        if verdict.allowed:
+            data.update(approved_by=verdict.approver, change_id=change_id)
+        try:
+            authz.audit_append(
+                log_path, key_file, [("authorized" if verdict.allowed else "authorization_denied", data)]
+            )
+        except (authz.AuditLogError, OSError) as exc:
+            raise AnsibleActionFail(f"ipm.fleet.authorize: cannot write the audit log: {exc}") from None
         if verdict.allowed:
             result.update(changed=False, approved_by=verdict.approver, msg=verdict.reason)
             return result
-        data = dict(base, terminals=sorted(h.get_name() for h in hosts), reason=verdict.reason, stage="past_canary")
-        try:
-            authz.audit_append(log_path, key_file, [("authorization_denied", data)])
-        except (authz.AuditLogError, OSError) as exc:
-            raise AnsibleActionFail(f"ipm.fleet.authorize: cannot write the audit log: {exc}") from None
         raise AnsibleActionFail(
             f"DENIED: {person} may not take {action} past the canary ring on {len(hosts)} terminal(s): {verdict.reason}"
         )
