@@ -143,3 +143,23 @@ def test_run_refuses_bad_input_before_starting_anything(store, capsys, runbook, 
 def test_run_refuses_an_inventory_that_is_no_registry(store, tmp_path):
     with pytest.raises(RunError, match=r"no ipm\.fleet\.registry configuration"):
         run_runbook("health_check", "fr-pgl-001", "INC-1", support_dir=store.support_dir, inventory=tmp_path)
+
+
+def test_run_denied_by_the_policy_is_recorded_and_starts_nothing(store, tmp_path, monkeypatch, capsys):
+    from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import iter_records
+
+    log = tmp_path / "audit" / "audit.jsonl"
+    monkeypatch.setenv("IPM_AUDIT_LOG", str(log))
+    monkeypatch.setenv("IPM_AUDIT_KEY_FILE", str(tmp_path / "audit.key"))
+    monkeypatch.delenv("IPM_POLICY_FILE", raising=False)
+    # Claiming someone else's identity without being a service account of the policy: denied.
+    argv = ["--support-dir", str(store.support_dir), "--registry", str(DEMO), "run", "reboot"]
+    assert main([*argv, "--terminal", "fr-pgl-001", "--ticket", "INC-1", "--operator", "partner-andes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ipm-support: error: DENIED: ") and "may not run runbook reboot on fr-pgl-001" in err
+    denied = [r["data"] for _n, r in iter_records(str(log)) if r["kind"] == "authorization_denied"]
+    assert [(d["ticket_id"], d["action"], d["terminals"]) for d in denied] == [
+        ("INC-1", "runbook:reboot", ["fr-pgl-001"])
+    ]
+    assert not list((store.support_dir / "tickets").glob("*/jobs/*"))
+    assert [e.kind for e in store.events("INC-1")] == ["opened"]

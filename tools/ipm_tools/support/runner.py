@@ -37,7 +37,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import resolve_operator
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import Redactor
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
 from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import is_vault_value
@@ -177,22 +176,23 @@ def _secret_values(customer: Mapping, site: Mapping, terminal: Mapping, vault_pa
     return found
 
 
-def _authorize(operator, runbook, customer, ticket, justification, maintenance_type):
-    """Ask the authorization policy (ipm_tools.authz_check) when it is installed; RunError when denied."""
-    try:
-        from ipm_tools import authz_check
-    except ImportError:
-        return None
+def _authorize(operator, book: Runbook, customer, ticket, terminal, justification, registry):
+    """The authorization policy's decision (``ipm_tools.authz_check``, recorded in the audit chain); RunError when denied."""
+    from ipm_tools import authz_check
+
     decision = authz_check.authorize_run(
         operator,
-        f"runbook:{runbook}",
+        f"runbook:{book.name}",
         customer=customer,
-        maintenance_type=maintenance_type,
+        maintenance_type=book.maintenance_type if book.changes_terminal else None,
         justification=justification,
         ticket_id=ticket,
+        terminals=[terminal],
+        changes_terminal=book.changes_terminal,
+        registry=registry,
     )
     if not decision.allowed:
-        raise RunError(f"{operator} may not run runbook {runbook} for customer {customer}: {decision.reason}")
+        raise RunError(f"DENIED: {decision.operator} may not run runbook {book.name} on {terminal}: {decision.reason}")
     return decision
 
 
@@ -343,8 +343,8 @@ def run_runbook(
     if record.status == "closed":
         raise RunError(f"ticket {record.id} is closed: open a new ticket for new work")
     variables = dict(extra_vars or {})
-    operator_name, _source = resolve_operator({"ipm_operator": operator} if operator else variables)
-    _authorize(operator_name, book.name, record.customer, record.id, justification, record.maintenance_type)
+    decision = _authorize(operator, book, record.customer, record.id, terminal, justification, str(inventory_file))
+    operator_name = decision.operator
 
     keep = keep_jobs or int(os.environ.get("IPM_SUPPORT_KEEP_JOBS") or DEFAULT_KEEP_JOBS)
     started_at = utc_now()
