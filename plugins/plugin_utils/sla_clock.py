@@ -339,7 +339,7 @@ def timeline(
             covered.append((wa, wb, HOLIDAY_PREFIX + name if name else COUNTED))
     points = sorted({start, end, *(p for s in spans for p in s[:2]), *(p for c in covered for p in c[:2])})
     phases = [(a, b, label) for a, b, reason, label in spans if label]
-    waits = sorted((a, b) for a, b, reason, _ in spans if reason == WAITING)
+    waits = sorted(s[:2] for s in spans if s[2] == WAITING)
     segments: list[Segment] = []
     ci = pi = wi = 0
     for lo, hi in itertools.pairwise(points):
@@ -432,7 +432,7 @@ def evaluate(
 ) -> ClockResult:
     """State of one clock: deadline, counted time, met/breached or time left, and the timeline up to the stop."""
     opened, now = _utc(opened, "opened"), _utc(now, "now")
-    pauses = [(a, b) for a, b in pauses]
+    pauses = list(pauses)
     due, target = deadline(calendar, contract, opened, severity, clock, pauses)
     until = _utc(stopped, "stopped") if stopped is not None else max(now, opened)
     segments = timeline(calendar, contract, opened, until, pauses)
