@@ -125,6 +125,7 @@ def backup(inventory: Path, store: Path, forks: int, scratch: Path) -> tuple[flo
     """(seconds, bytes backed up, bytes transferred) of one run of playbooks/backup.yml."""
     command = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "backup.yml")]
     command += ["-e", "backup_hosts=all", "-e", f"backup_store={store}", "-f", str(forks), "-e", "change_id=CHG-BENCH"]
+    command += ["-e", "justification=bench: lab terminals of no customer contract"]
     started = time.perf_counter()
     run(command, scratch, cwd=ROOT, timeout=3600)
     elapsed = time.perf_counter() - started

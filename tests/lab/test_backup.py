@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -500,3 +501,32 @@ def test_9_restore_to_replacement_hardware(lab, run_lab_command):
     assert swaps[-1]["terminal"] == src["id"] and swaps[-1]["old_serial_number"] == src["serial"]
     assert swaps[-1]["new_serial_number"] == new_serial and swaps[-1]["ticket"] == "INC-8009"
     assert swaps[-1]["backup"] == entry.path
+
+
+def test_10_failure_after_the_release_install_puts_the_previous_release_back(lab, run_lab_command):
+    """The rescue: an older backup (release 2.3.1) onto the box running 2.4.0; the release is installed, then
+    the restore step fails for real (the terminal's staging directory is a busy, full mount point), and the
+    terminal must end on 2.4.0 with its data and parameters as before."""
+    src = lab["terminals"]["src"]
+    store = bs.BackupStore(str(lab["store"]))
+    key = bs.load_signing_key(str(lab["key"]))
+    older = next(
+        e for e in store.entries(terminal=src["id"]) if e.manifest()["release"] == "2.3.1" and not bs.verify(e, key)
+    )
+    before = state_of(run_lab_command, src["id"])[::2]
+    staging = "/var/lib/ipm/backup-staging"
+    ssh(run_lab_command, src["id"], f"mkdir -p {staging} && mount -t tmpfs -o size=4k tmpfs {staging}")
+    try:
+        result = playbook(
+            lab, "restore.yml", "-e", f"terminal={src['id']}", "-e", f"backup={older.time_text}",
+            "-e", "replacement=true", "-e", "ticket_id=INC-8010",
+        )  # fmt: skip
+    finally:
+        ssh(run_lab_command, src["id"], f"umount {staging}", check=False)
+    assert result.returncode != 0, result.stdout[-3000:]
+    for task in (r"Install the backup's release 2\.3\.1", "Put the release back that ran before the restore"):
+        assert re.search(task + r"\] \**\s*changed:", result.stdout), result.stdout[-3000:]
+    assert "the terminal is on its previous state" in result.stdout, result.stdout[-3000:]
+    assert ssh(run_lab_command, src["id"], "readlink /opt/ipm/app/current").strip().endswith("2.4.0")
+    assert wait_healthy(src["address"])["version"] == "2.4.0"
+    assert state_of(run_lab_command, src["id"])[::2] == before
