@@ -14,9 +14,12 @@ description:
     while ipm-app keeps serving - sqlite's online backup - plus the parameters, the installed
     release, the hardware identity and the peripheral configuration, each with its size and sha256).
   - Compares each file's sha256 with the terminal's latest backup in the store; fetches only the
-    changed files over the connection and hard-links the unchanged ones from the previous backup, so
-    a second backup of unchanged data moves almost nothing. Each fetched file is hashed again on the
-    controller.
+    changed files and hard-links the unchanged ones from the previous backup, so a second backup of
+    unchanged data moves almost nothing.
+  - Over the C(ssh) connection (key authentication, no become) the changed files come in one C(tar)
+    stream over the task's own SSH connection; each is written into the store while hashed and
+    checked against the terminal's sha256 (one pass), and the same command removes the staging.
+    Other connections fetch the files one by one and hash them after.
   - Writes the manifest (terminal, customer, site, serial number, model, the site's time zone, the
     time in UTC from the controller's clock and in site time, release, parameters digest, operator,
     change or ticket id, the database's transactions count, last transaction and integrity, every

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -238,6 +240,30 @@ def test_second_backup_links_unchanged_files(store, tmp_path):
     # Removing the first backup leaves the second whole.
     store.remove(first)
     assert store.entries() == [second] and bs.verify(second, KEY) == []
+
+
+def test_add_stream_hashes_while_writing_and_refuses_a_damaged_or_cut_stream(store, tmp_path):
+    data = os.urandom(3 * 1048576 + 17)  # more than one chunk
+    digest = hashlib.sha256(data).hexdigest()
+    partial = store.begin("acme", "par01", "PAR01-T1", T0)
+    stream = io.BytesIO(data + b"the next member")
+    assert partial.add_stream(DB, stream, len(data), digest) == {"path": DB, "size": len(data), "sha256": digest}
+    assert stream.read() == b"the next member"  # read exactly its size
+    assert Path(partial.files_dir, *DB.split("/")).read_bytes() == data
+    damaged = bytearray(b"currency: EUR\n")
+    damaged[0] ^= 1
+    with pytest.raises(BackupStoreError, match="damaged or cut"):
+        partial.add_stream(
+            "etc/ipm/app.yml", io.BytesIO(bytes(damaged)), 14, hashlib.sha256(b"currency: EUR\n").hexdigest()
+        )
+    with pytest.raises(BackupStoreError, match=r"\(3 bytes\).*\(14 bytes\)"):
+        partial.add_stream("etc/ipm/app.yml", io.BytesIO(b"cur"), 14)
+    # Neither left a file behind, nor a .fetch-* temporary: the commit sees only the database.
+    assert sorted(p.name for p in Path(partial.path).rglob("*") if p.is_file() and p.name != ".lock") == [
+        "transactions.sqlite3"
+    ]
+    entry = store.commit(partial, manifest_for(partial, [{"path": DB, "size": len(data), "sha256": digest}]), KEY)
+    assert bs.verify(entry, KEY) == []
 
 
 def test_link_unchanged_refuses_a_damaged_previous_copy(store, tmp_path):
