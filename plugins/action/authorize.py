@@ -19,26 +19,14 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import os_
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import resolve_registry_dir
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")  # as registry_inventory.sanitize names customer groups
-_DEFAULT_LOG = "~/.ipm/audit/audit.jsonl"
-_DEFAULT_KEY = "~/.ipm/audit.key"
 
 
-def audit_files() -> tuple[str, str]:
-    """The audit callback's log and key file (its environment, ini or default settings)."""
-    log = os.environ.get("IPM_AUDIT_LOG")
-    key = os.environ.get("IPM_AUDIT_KEY_FILE")
-    for name, current in (("log_path", log), ("key_file", key)):
-        if current:
-            continue
-        try:
-            value = C.config.get_config_value(name, plugin_type="callback", plugin_name="ipm.fleet.audit")
-        except Exception:
-            value = None
-        if name == "log_path":
-            log = value or _DEFAULT_LOG
-        else:
-            key = value or _DEFAULT_KEY
-    return os.path.expanduser(log), os.path.expanduser(key)
+def _configured(name: str):
+    """A setting of the audit callback from ansible.cfg (None when its definitions are not loaded)."""
+    try:
+        return C.config.get_config_value(name, plugin_type="callback", plugin_name="ipm.fleet.audit")
+    except Exception:
+        return None
 
 
 class ActionModule(ActionBase):
@@ -61,7 +49,7 @@ class ActionModule(ActionBase):
         )
         extra_vars = load_extra_vars(self._loader)
         action = args["action"] if ":" in args["action"] else "playbook:" + args["action"]
-        log_path, key_file = audit_files()
+        log_path, key_file = authz.audit_files(configured=_configured)
         path = os.environ.get(authz.POLICY_ENV) or self._policy_of_inventory(task_vars)
         policy, error = authz.load_or_deny(path)
         try:

@@ -484,6 +484,23 @@ def decide(
 # ------------------------------------------------------------------------------------------ audit
 
 
+DEFAULT_AUDIT_LOG = "~/.ipm/audit/audit.jsonl"
+DEFAULT_AUDIT_KEY = "~/.ipm/audit.key"
+
+
+def audit_files(environ: Mapping[str, str] | None = None, configured=None) -> tuple[str, str]:
+    """The audit log and key file the audit callback writes: environment, else ``configured(name)``, else defaults."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for name, variable, default in (
+        ("log_path", "IPM_AUDIT_LOG", DEFAULT_AUDIT_LOG),
+        ("key_file", "IPM_AUDIT_KEY_FILE", DEFAULT_AUDIT_KEY),
+    ):
+        value = environ.get(variable) or (configured(name) if configured else None) or default
+        found.append(os.path.expanduser(value))
+    return found[0], found[1]
+
+
 def audit_append(log_path: str, key_file: str | None, records: list[tuple[str, dict]]) -> None:
     """Append ``(kind, data)`` records to the audit chain (the callback's log); :class:`AuditLogError` when it cannot."""
     if not records:
@@ -503,6 +520,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "audit_append",
+    "audit_files",
     "contract_status",
     "decide",
     "load_or_deny",

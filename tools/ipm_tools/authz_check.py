@@ -19,9 +19,6 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fle
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import resolve_registry_dir
 from ipm_tools import PROJECT_ROOT
 
-DEFAULT_AUDIT_LOG = "~/.ipm/audit/audit.jsonl"
-DEFAULT_KEY_FILE = "~/.ipm/audit.key"
-
 
 @dataclass(frozen=True)
 class RunAuthorization:
@@ -35,11 +32,7 @@ class RunAuthorization:
 
 def audit_files(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """The audit log and key file the playbooks' callback uses (environment, else the defaults)."""
-    environ = os.environ if environ is None else environ
-    return (
-        os.path.expanduser(environ.get("IPM_AUDIT_LOG") or DEFAULT_AUDIT_LOG),
-        os.path.expanduser(environ.get("IPM_AUDIT_KEY_FILE") or DEFAULT_KEY_FILE),
-    )
+    return authz.audit_files(environ)
 
 
 def registry_dir_of(registry: str | os.PathLike | None, environ: Mapping[str, str]) -> str:
