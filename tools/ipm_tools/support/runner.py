@@ -176,7 +176,7 @@ def _secret_values(customer: Mapping, site: Mapping, terminal: Mapping, vault_pa
     return found
 
 
-def _authorize(operator, book: Runbook, customer, ticket, terminal, justification, registry):
+def _authorize(operator, book: Runbook, customer, ticket, terminal, justification, registry, contract):
     """The authorization policy's decision (``ipm_tools.authz_check``, recorded in the audit chain); RunError when denied."""
     from ipm_tools import authz_check
 
@@ -190,6 +190,7 @@ def _authorize(operator, book: Runbook, customer, ticket, terminal, justificatio
         terminals=[terminal],
         changes_terminal=book.changes_terminal,
         registry=registry,
+        contract=contract,  # read with the registry above: not loaded a second time
     )
     if not decision.allowed:
         raise RunError(f"DENIED: {decision.operator} may not run runbook {book.name} on {terminal}: {decision.reason}")
@@ -343,7 +344,16 @@ def run_runbook(
     if record.status == "closed":
         raise RunError(f"ticket {record.id} is closed: open a new ticket for new work")
     variables = dict(extra_vars or {})
-    decision = _authorize(operator, book, record.customer, record.id, terminal, justification, str(inventory_file))
+    decision = _authorize(
+        operator,
+        book,
+        record.customer,
+        record.id,
+        terminal,
+        justification,
+        str(inventory_file),
+        customer.get("contract") or {},
+    )
     operator_name = decision.operator
 
     keep = keep_jobs or int(os.environ.get("IPM_SUPPORT_KEEP_JOBS") or DEFAULT_KEEP_JOBS)
