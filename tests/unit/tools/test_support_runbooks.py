@@ -163,3 +163,45 @@ def test_run_denied_by_the_policy_is_recorded_and_starts_nothing(store, tmp_path
     ]
     assert not list((store.support_dir / "tickets").glob("*/jobs/*"))
     assert [e.kind for e in store.events("INC-1")] == ["opened"]
+
+
+def test_outcome_of_a_job_from_its_events(tmp_path):
+    from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import Redactor
+    from ipm_tools.support.runner import _Job, _outcome
+
+    def job(*events):
+        collected = _Job("INC-1-x", tmp_path / "artifacts", Redactor(), None, 0.0)
+        for counter, (name, data) in enumerate(events, 1):
+            assert (
+                collected.handle({"event": name, "counter": counter, "uuid": f"u{counter}", "event_data": data})
+                is False
+            )
+        collected.close()
+        return collected
+
+    task = {"task": "Restart ipm-app", "host": "t1", "res": {"msg": "boom", "password": "hunter2-secret"}}
+    assert _outcome(job(("runner_on_ok", task)), "t1", -9)[0] == "killed"
+    failed = job(("runner_on_failed", task), ("playbook_on_stats", {"failures": {"t1": 1}, "dark": {}}))
+    assert _outcome(failed, "t1", 2) == ("failed", "Restart ipm-app: boom")
+    dark = job(("runner_on_unreachable", task), ("playbook_on_stats", {"failures": {}, "dark": {"t1": 1}}))
+    assert _outcome(dark, "t1", 4) == ("unreachable", "t1 did not answer: boom")
+    ok = job(("runner_on_ok", task), ("playbook_on_stats", {"failures": {}, "dark": {}}))
+    assert _outcome(ok, "t1", 0) == ("successful", "")
+    written = "".join(p.read_text() for p in (tmp_path / "artifacts" / "job_events").glob("*.json"))
+    assert "hunter2-secret" not in written and "********" in written  # events are written redacted
+
+
+def test_old_job_folders_are_pruned(tmp_path):
+    from ipm_tools.support.runner import _prune
+
+    jobs = tmp_path / "jobs"
+    for n in range(6):
+        (jobs / f"INC-1-2026120{n}T000000000000Z").mkdir(parents=True)
+    current = jobs / "INC-1-20261209T000000000000Z"
+    current.mkdir()
+    _prune(jobs, 3, current)
+    assert sorted(p.name for p in jobs.iterdir()) == [
+        "INC-1-20261204T000000000000Z",
+        "INC-1-20261205T000000000000Z",
+        "INC-1-20261209T000000000000Z",
+    ]
