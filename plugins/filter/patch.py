@@ -31,13 +31,7 @@ def patch_reboot(result, windows, timezone, budget_s=rules.DEFAULT_REBOOT_BUDGET
     result = _mapping(result)
     try:
         state = window_state(plain(windows or []), timezone or "UTC", None)
-        return rules.reboot_decision(
-            bool(result.get("reboot_required")) and not result.get("failed"),
-            state,
-            budget_s,
-            window_ignored=window == "ignore",
-            now=now,
-        )
+        return rules.reboot_after_patch(result, state, budget_s, window_ignored=window == "ignore", now=now)
     except (WindowError, rules.PatchRuleError) as exc:
         raise AnsibleFilterError("ipm.fleet.patch_reboot: %s" % exc) from None
 
@@ -45,6 +39,11 @@ def patch_reboot(result, windows, timezone, budget_s=rules.DEFAULT_REBOOT_BUDGET
 def patch_outcome(result, reboot=None):
     """The ledger entry (result, reason) of one terminal's patch run and what it did about a reboot."""
     return rules.patch_outcome(_mapping(result), _mapping(reboot))
+
+
+def patch_details(result, reboot=None, scope=rules.DEFAULT_SCOPE, window_justification=""):
+    """The details of one terminal's patch ledger entry (packages, holds, reboot, window); None when deferred."""
+    return rules.patch_details(_mapping(result), _mapping(reboot), scope, window_justification)
 
 
 def patch_bake_outcome(result):
@@ -60,5 +59,6 @@ class FilterModule:
             "patch_request": patch_request,
             "patch_reboot": patch_reboot,
             "patch_outcome": patch_outcome,
+            "patch_details": patch_details,
             "patch_bake_outcome": patch_bake_outcome,
         }

@@ -42,6 +42,7 @@ _ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
 }
 _DPKG_OPTIONS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+_FETCH_WORDS = ("Unable to fetch some archives", "Failed to fetch")
 _SIGNATURE_WORDS = ("NO_PUBKEY", "not signed", "signatures couldn't be verified", "BADSIG", "EXPKEYSIG", "GPG error")
 
 
@@ -267,36 +268,27 @@ class Apt:
         if packages:
             run(["apt-mark", action, *sorted(packages)], check=True)
 
-    def download(self, upgrades):
-        """Fetch every package first: a repository lost now leaves nothing installed."""
-        wanted = ["%s=%s" % (item["name"], item["to"]) for item in upgrades]
-        rc, out, err = run(
-            ["apt-get", "-y", "--download-only", "--no-install-recommends", "install", *self.options, *wanted],
-            timeout=self.lock_timeout + 900,
-        )
-        if rc != 0:
-            raise AptError(
-                "the packages could not be downloaded (the repository stopped answering?): %s; nothing was installed"
-                % one_line(dpkg_errors(out + err) or err or out, 400)
-            )
+    def install(self, upgrades, before=None):
+        """Fetch then install the upgrades in one apt run; (rc, output) of a run that reached dpkg.
 
-    def install(self, upgrades):
-        """Install the downloaded versions; (rc, output)."""
+        apt fetches every package before it calls dpkg: when one cannot be fetched (the repository
+        stopped answering) apt stops with nothing installed and this raises AptError saying so.
+        BEFORE (``{package: version}``) is checked to tell that nothing changed.
+        """
         wanted = ["%s=%s" % (item["name"], item["to"]) for item in upgrades]
         rc, out, err = run(
-            [
-                "apt-get",
-                "-y",
-                "--no-download",
-                "--no-install-recommends",
-                "install",
-                *self.options,
-                *_DPKG_OPTIONS,
-                *wanted,
-            ],
-            timeout=self.lock_timeout + 1800,
+            ["apt-get", "-y", "--no-install-recommends", "install", *self.options, *_DPKG_OPTIONS, *wanted],
+            timeout=self.lock_timeout + 2700,
         )
-        return rc, out + "\n" + err
+        output = out + "\n" + err
+        if rc != 0 and any(word in output for word in _FETCH_WORDS):
+            after = installed_packages()[0] if before is not None else None
+            if after is None or all(after.get(item["name"]) == before.get(item["name"]) for item in upgrades):
+                raise AptError(
+                    "the packages could not be downloaded (the repository stopped answering?): %s; nothing was "
+                    "installed" % one_line(dpkg_errors(output) or err or out, 400)
+                )
+        return rc, output
 
     def downgrade(self, name, version):
         """Put NAME back on VERSION (after its upgrade failed); True when dpkg then has it installed."""
@@ -360,6 +352,25 @@ def reboot_state():
         _rc, out, _err = run(["needrestart", "-b", "-k"], timeout=120)
         needrestart = rules.parse_needrestart(out)
     return rules.reboot_needed(os.path.exists(REBOOT_REQUIRED), packages, needrestart)
+
+
+def read_bytes(path):
+    """The content of PATH, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def write_bytes(path, data, mode=0o644):
+    """Write DATA to PATH atomically (a temporary file beside it, then rename), mode MODE, parents 0755."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    temporary = path + ".ipm-new"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
 
 
 def read_state(name, default):

@@ -24,6 +24,8 @@ Standard library only: this runs on terminals.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as _dt
 import math
 import re
@@ -129,6 +131,99 @@ def patch_request(settings=None):
 def is_protected(package, protected=PROTECTED_PACKAGES):
     """True for the vendor application's packages (``ipm-app``, ``ipm-app-*``): patching never touches them."""
     return any(package == name or package.startswith(name + "-") for name in protected or ())
+
+
+# --- the vendor mirror ---------------------------------------------------------------------------
+
+MIRROR_KEYRING = "/etc/apt/keyrings/ipm-mirror.gpg"
+MIRROR_SUITES = ("bookworm-ipm", "bookworm-ipm-updates", "bookworm-ipm-security")
+_ARMOR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+_ARMOR_END = "-----END PGP PUBLIC KEY BLOCK-----"
+
+
+def _crc24(data):
+    """The OpenPGP armor checksum (RFC 4880, 6.1) of DATA."""
+    crc = 0xB704CE
+    for byte in data:
+        crc ^= byte << 16
+        for _bit in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF
+
+
+def keyring_bytes(text, name="mirror_key"):
+    """The binary keyring apt's Signed-By reads, from TEXT: an ASCII-armored public key block or base64.
+
+    An armored block is de-armored (its checksum checked, as ``gpg --dearmor`` does); anything else
+    must be the base64 of a binary keyring. PatchRuleError naming NAME for anything that is not an
+    OpenPGP public key.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise PatchRuleError(
+            "%s: expected the mirror's public key (armored or base64 of its keyring), found nothing" % name
+        )
+    checksum = None
+    if text.startswith(_ARMOR_BEGIN):
+        if _ARMOR_END not in text:
+            raise PatchRuleError("%s: the armored key has no %s line: give the whole key block" % (name, _ARMOR_END))
+        lines = text[len(_ARMOR_BEGIN) : text.index(_ARMOR_END)].strip().splitlines()
+        # Armor headers (``Comment: ...``) end at the first empty line, when there are any.
+        if any(not line.strip() for line in lines):
+            lines = lines[[not line.strip() for line in lines].index(True) + 1 :]
+        body = []
+        for line in (line.strip() for line in lines):
+            if line.startswith("=") and len(line) == 5:
+                checksum = line[1:]
+            elif line:
+                body.append(line)
+        text = "".join(body)
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise PatchRuleError(
+            "%s: expected an armored public key block (%s) or the base64 of a binary keyring" % (name, _ARMOR_BEGIN)
+        ) from None
+    if checksum is not None:
+        try:
+            wanted = int.from_bytes(base64.b64decode(checksum, validate=True), "big")
+        except (binascii.Error, ValueError):
+            wanted = None
+        if wanted != _crc24(data):
+            raise PatchRuleError(
+                "%s: the armored key's checksum does not match: the key was damaged, copy it again" % name
+            )
+    # An OpenPGP keyring starts with a public key packet (tag 6): old format 0x98-0x9B, new format 0xC6.
+    if (
+        not data
+        or not (data[0] & 0x80)
+        or (data[0] & 0x40 and data[0] & 0x3F != 6)
+        or (not data[0] & 0x40 and (data[0] >> 2) & 0x0F != 6)
+    ):
+        raise PatchRuleError("%s: not an OpenPGP public key (a keyring starts with a public key packet)" % name)
+    return data
+
+
+def mirror_source(url, suites, components, keyring=MIRROR_KEYRING):
+    """The deb822 source (``/etc/apt/sources.list.d/ipm-mirror.sources``) of the vendor mirror at URL.
+
+    PatchRuleError for an URL that is not http(s) or empty suites and components.
+    """
+    url = (url or "").strip()
+    if not re.match(r"^https?://[^\s]+$", url):
+        raise PatchRuleError("os_patch_mirror_url: expected an http:// or https:// URL, found %r" % (url,))
+    suites = [str(suite).strip() for suite in suites or () if str(suite).strip()]
+    components = [str(part).strip() for part in components or () if str(part).strip()]
+    for name, values in (("os_patch_mirror_suites", suites), ("os_patch_mirror_components", components)):
+        if not values or any(re.search(r"\s", value) for value in values):
+            raise PatchRuleError("%s: expected a list of names without spaces, found %r" % (name, values))
+    return (
+        "# Ansible managed: the vendor mirror (ipm.fleet.os_patch)\n"
+        "Types: deb\nURIs: %s\nSuites: %s\nComponents: %s\nSigned-By: %s\n"
+        % (url, " ".join(suites), " ".join(components), keyring)
+    )
 
 
 # --- versions and constraints ------------------------------------------------------------------
@@ -401,6 +496,13 @@ def reboot_decision(required, window, budget_s=DEFAULT_REBOOT_BUDGET_S, window_i
     return decision
 
 
+def reboot_after_patch(result, window, budget_s=DEFAULT_REBOOT_BUDGET_S, window_ignored=False, now=None):
+    """:func:`reboot_decision` for a registered ``ipm.fleet.os_patch`` RESULT: a failed run never reboots."""
+    result = result if isinstance(result, dict) else {}
+    required = bool(result.get("reboot_required")) and not result.get("failed") and not result.get("deferred")
+    return reboot_decision(required, window, budget_s, window_ignored=window_ignored, now=now)
+
+
 # --- outcome -----------------------------------------------------------------------------------
 
 
@@ -425,11 +527,14 @@ def patch_outcome(result, reboot=None):
     rebooted: bool, failed: bool, msg: str}``. Results: ``not_reached``; ``failed`` (the
     module's message, dpkg's when a maintainer script failed; or a reboot the terminal did not
     come back from healthy); ``reboot_pending``; ``delivered`` (packages upgraded and/or the
-    terminal rebooted); ``already_current`` (nothing to upgrade, no reboot).
+    terminal rebooted); ``already_current`` (nothing to upgrade, no reboot); ``deferred`` (the
+    site's window was closed: RESULT has ``deferred`` and the ``reason``).
     """
     result = result if isinstance(result, dict) else {}
     reboot = reboot if isinstance(reboot, dict) else {}
     decision = reboot.get("decision") if isinstance(reboot.get("decision"), dict) else {}
+    if result.get("deferred") and not result.get("unreachable"):
+        return {"result": "deferred", "reason": _one_line(result.get("reason")) or "outside the maintenance window"}
     upgraded = result.get("upgraded") or []
     notes = []
     if upgraded:
@@ -466,6 +571,46 @@ def patch_outcome(result, reboot=None):
         return {"result": "delivered", "reason": "; ".join(notes or ["holds set"])}
     notes.insert(0, "nothing to upgrade (%s scope)" % (result.get("scope") or DEFAULT_SCOPE))
     return {"result": "already_current", "reason": "; ".join(notes)}
+
+
+def patch_details(result, reboot=None, scope=DEFAULT_SCOPE, window_justification=""):
+    """The ``details`` of one terminal's ledger entry (None for a deferred terminal: nothing was done).
+
+    RESULT and REBOOT as for :func:`patch_outcome`; RESULT's ``window`` is the site's window state
+    when the run started (``window_ignored`` when the run ignored windows, WINDOW_JUSTIFICATION why).
+    """
+    result = result if isinstance(result, dict) else {}
+    reboot = reboot if isinstance(reboot, dict) else {}
+    if result.get("deferred") and not result.get("unreachable"):
+        return None
+    decision = reboot.get("decision") if isinstance(reboot.get("decision"), dict) else {}
+    holds = result.get("holds") if isinstance(result.get("holds"), dict) else {}
+    window = result.get("window") if isinstance(result.get("window"), dict) else {}
+    if reboot.get("rebooted"):
+        done = "done"
+    elif reboot.get("failed"):
+        done = "failed"
+    else:
+        done = "pending" if decision.get("pending") else "not needed"
+    return {
+        "scope": result.get("scope") or scope,
+        "upgraded": result.get("upgraded") or [],
+        "not_upgraded": result.get("not_upgraded") or [],
+        "versions_before": result.get("versions_before") or {},
+        "versions_after": result.get("versions_after") or {},
+        "held": holds.get("held") or {},
+        "hold_drift": holds.get("drift") or [],
+        "hold_violations": holds.get("violations") or [],
+        "repaired": result.get("repaired") or [],
+        "reboot": done,
+        "reboot_why": result.get("reboot_why") or "",
+        "reboot_decision": decision.get("reason") or "",
+        "window": window.get("window")
+        if window.get("open")
+        else "ignored: %s" % window_justification
+        if result.get("window_ignored")
+        else "unknown (the terminal was not reached)",
+    }
 
 
 def patch_bake_outcome(result):

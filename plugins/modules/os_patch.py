@@ -32,8 +32,14 @@ description:
   - Says whether the terminal needs a reboot (C(/var/run/reboot-required), or needrestart's kernel status where
     needrestart is installed); it never reboots. The playbook decides against the maintenance window
     (C(ipm.fleet.patch_reboot)).
-  - The logic is C(plugins/module_utils/os_patch_rules.py) (what to upgrade, hold, report) and
-    C(plugins/module_utils/os_patch_apt.py) (the package tools).
+  - With O(mirror_url), first writes the vendor mirror's keyring C(/etc/apt/keyrings/ipm-mirror.gpg) (from
+    O(mirror_key), or the controller file O(mirror_keyring)) and its deb822 source O(sources) (C(Signed-By) that
+    keyring), each only when its content differs. In check mode they are written to scratch files the check reads.
+  - On the controller (an action plugin, same task) - with O(site_windows), the site's maintenance window is checked
+    first (closed - the terminal is deferred, never contacted - C(deferred) and C(reason)); after the upgrade the
+    reboot is decided against the window as it is then (C(reboot_decision)). The task never reboots.
+  - The logic is C(plugins/module_utils/os_patch_rules.py) (what to upgrade, hold, report, the mirror's files, the
+    reboot decision) and C(plugins/module_utils/os_patch_apt.py) (the package tools).
 options:
   scope:
     description: Which updates - V(security) (security suites only) or V(all).
@@ -68,6 +74,48 @@ options:
     type: list
     elements: str
     default: [ipm-app]
+  mirror_url:
+    description: The vendor mirror's URL (C(http://) or C(https://)); empty - the terminal's apt sources are left as they are.
+    type: str
+    default: ""
+  mirror_key:
+    description:
+      - The mirror's public key - an ASCII-armored key block, or the base64 of a binary keyring - written (binary) to
+        C(/etc/apt/keyrings/ipm-mirror.gpg). Filled in from O(mirror_keyring) when that is given.
+    type: str
+  mirror_keyring:
+    description:
+      - Controller path of the mirror's keyring (binary or armored); the action reads it and passes it as O(mirror_key).
+    type: path
+  mirror_suites:
+    description: The mirror's suites in its deb822 source.
+    type: list
+    elements: str
+    default: [bookworm-ipm, bookworm-ipm-updates, bookworm-ipm-security]
+  mirror_components:
+    description: The mirror's components in its deb822 source.
+    type: list
+    elements: str
+    default: [main]
+  site_windows:
+    description:
+      - The site's maintenance windows (as in the registry, C(days), C(start), C(duration_minutes)), checked on the
+        controller in O(site_timezone). Not given - no window check and no C(reboot_decision).
+    type: list
+    elements: dict
+  site_timezone:
+    description: The site's time zone (IANA name).
+    type: str
+    default: UTC
+  window:
+    description: V(respect) - a closed window defers the terminal; V(ignore) - emergencies (the playbook asks why).
+    type: str
+    choices: [respect, ignore]
+    default: respect
+  reboot_budget:
+    description: Seconds a reboot takes; a reboot is decided only when the open window still has them.
+    type: float
+    default: 600
 extends_documentation_fragment:
   - ipm.fleet.attributes
   - ipm.fleet.attributes.platform
@@ -99,6 +147,16 @@ EXAMPLES = r"""
   ipm.fleet.os_patch:
     scope: all
     lock_timeout: 600
+
+- name: Inside the site's window, on the vendor mirror, the reboot decided against the window
+  ipm.fleet.os_patch:
+    scope: security
+    mirror_url: http://mirror.example.net/ipm/
+    mirror_keyring: /etc/ipm/ipm-mirror.gpg
+    site_windows: [{days: [mon, tue, wed, thu, fri], start: "02:00", duration_minutes: 120}]
+    site_timezone: Europe/Paris
+    reboot_budget: 600
+  register: patch
 
 - name: What would be upgraded (no change)
   ipm.fleet.os_patch:
@@ -170,6 +228,23 @@ healthy:
   description: Whether ipm-app answered healthy at the end (null when it was not healthy before the run either).
   returned: always
   type: bool
+mirror:
+  description: The mirror's files - C(keyring) and C(source) each V(written), V(unchanged), V(would be written) or V(none).
+  returned: always
+  type: dict
+  sample: {"keyring": "written", "source": "unchanged"}
+deferred:
+  description: True when the site's window was closed (the terminal was not contacted); C(reason) says why.
+  returned: when deferred
+  type: bool
+window:
+  description: The site's window state when the task started (C(open), C(window), C(closes_at), C(next_opens_at)).
+  returned: with site_windows
+  type: dict
+reboot_decision:
+  description: Reboot now or leave it pending - C(reboot), C(pending), C(reason), C(seconds_left) (the playbook reboots).
+  returned: with site_windows, when the terminal was reached
+  type: dict
 steps:
   description: What was done, in order.
   returned: always
@@ -179,6 +254,8 @@ steps:
 
 import datetime
 import os
+import shutil
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -222,7 +299,6 @@ def _health(timeout):
 
 def patch(module):
     params = module.params
-    check = module.check_mode
     result = {
         "changed": False,
         "scope": params["scope"],
@@ -239,6 +315,69 @@ def patch(module):
         "healthy": None,
     }
     steps = result["steps"]
+    scratch = None
+    sources = params["sources"] or None
+    if params["mirror_url"]:
+        scratch, sources, result["mirror"] = _mirror_files(module, result)
+        if result["mirror"]["keyring"] != "unchanged" or result["mirror"]["source"] != "unchanged":
+            steps.append("mirror: keyring %(keyring)s, source %(source)s" % result["mirror"])
+    else:
+        result["mirror"] = {"keyring": "none", "source": "none"}
+    try:
+        return _patch(module, result, sources)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _mirror_files(module, result):
+    """Write the mirror's keyring and deb822 source when they differ: (scratch dir, sources path, what was done)."""
+    params = module.params
+    if not params["mirror_key"]:
+        raise apt_tools.AptError("mirror_url is set but mirror_key (or mirror_keyring) is not: give the mirror's key")
+    try:
+        key = rules.keyring_bytes(params["mirror_key"])
+        sources = params["sources"] or apt_tools.MIRROR_SOURCES
+        text = rules.mirror_source(params["mirror_url"], params["mirror_suites"], params["mirror_components"])
+    except rules.PatchRuleError as exc:
+        raise apt_tools.AptError(str(exc)) from None
+    wanted = {rules.MIRROR_KEYRING: key, sources: text.encode("utf-8")}
+    differs = {path: apt_tools.read_bytes(path) != data for path, data in wanted.items()}
+    done = {
+        "keyring": "would be written" if module.check_mode else "written",
+        "source": "would be written" if module.check_mode else "written",
+    }
+    if not differs[rules.MIRROR_KEYRING]:
+        done["keyring"] = "unchanged"
+    if not differs[sources]:
+        done["source"] = "unchanged"
+    if any(differs.values()):
+        result["changed"] = True
+    if not module.check_mode:
+        for path, data in wanted.items():
+            if differs[path]:
+                apt_tools.write_bytes(path, data)
+        return None, sources, done
+    if not any(differs.values()):
+        return None, sources, done
+    # Check mode: the lists are read through scratch copies; /etc/apt stays as it was.
+    scratch = tempfile.mkdtemp(prefix="ipm-patch-mirror-")
+    keyring = os.path.join(scratch, "ipm-mirror.gpg")
+    apt_tools.write_bytes(keyring, key)
+    scratch_sources = os.path.join(scratch, "ipm-mirror.sources")
+    apt_tools.write_bytes(
+        scratch_sources,
+        rules.mirror_source(params["mirror_url"], params["mirror_suites"], params["mirror_components"], keyring).encode(
+            "utf-8"
+        ),
+    )
+    return scratch, scratch_sources, done
+
+
+def _patch(module, result, sources):
+    params = module.params
+    check = module.check_mode
+    steps = result["steps"]
     link_before = os.path.realpath(CURRENT)
     result["health_url"], healthy_before = _health(0)
 
@@ -254,7 +393,7 @@ def patch(module):
             result["changed"] = True
         steps += result["repaired"]
 
-    apt = apt_tools.Apt(params["lock_timeout"], params["sources"] or None, check_mode=check)
+    apt = apt_tools.Apt(params["lock_timeout"], sources, check_mode=check)
     try:
         if params["update"]:
             apt.update()
@@ -299,9 +438,9 @@ def patch(module):
             result["versions_after"] = {item["name"]: item["to"] for item in upgrades}
             steps.append("would upgrade %s" % rules.describe_upgrades(upgrades))
         elif upgrades:
-            apt.download(upgrades)
-            steps.append("downloaded %d package(s)" % len(upgrades))
-            rc, output = apt.install(upgrades)
+            # One apt run: apt fetches every package before dpkg runs, so a repository lost now
+            # installs nothing (apt.install raises then).
+            rc, output = apt.install(upgrades, versions)
             if rc != 0:
                 message, recovery = apt_tools.recover(apt, upgrades, versions, output, params["lock_timeout"])
                 steps += recovery
@@ -374,6 +513,15 @@ def main():
             lock_timeout=dict(type="int", default=300),
             health_timeout=dict(type="int", default=60),
             protected=dict(type="list", elements="str", default=list(rules.PROTECTED_PACKAGES)),
+            mirror_url=dict(type="str", default=""),
+            mirror_key=dict(type="str", no_log=True),
+            mirror_keyring=dict(type="path"),
+            mirror_suites=dict(type="list", elements="str", default=list(rules.MIRROR_SUITES)),
+            mirror_components=dict(type="list", elements="str", default=["main"]),
+            site_windows=dict(type="list", elements="dict"),
+            site_timezone=dict(type="str", default="UTC"),
+            window=dict(type="str", default="respect", choices=["respect", "ignore"]),
+            reboot_budget=dict(type="float", default=rules.DEFAULT_REBOOT_BUDGET_S),
         ),
         supports_check_mode=True,
     )

@@ -18,7 +18,13 @@ def window_closing_in(minutes):
 
 
 def test_filters_are_registered():
-    assert set(FilterModule().filters()) == {"patch_request", "patch_reboot", "patch_outcome", "patch_bake_outcome"}
+    assert set(FilterModule().filters()) == {
+        "patch_request",
+        "patch_reboot",
+        "patch_outcome",
+        "patch_details",
+        "patch_bake_outcome",
+    }
 
 
 def test_request_errors_name_the_variable():
