@@ -213,7 +213,8 @@ def aggregate(records, period: Period, customer: str | None = None) -> dict:
                 {
                     "time": time,
                     "kind": kind,
-                    "operator": data.get("operator") or data.get("actor") or data.get("requested_by"),
+                    # Denials name the operator, requests the requester, approvals the approver.
+                    "operator": data.get("operator") or data.get("approver") or data.get("requester"),
                     "change_id": data.get("change_id"),
                     "reason": data.get("reason") or data.get("why") or "",
                 }

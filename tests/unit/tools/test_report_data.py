@@ -28,8 +28,9 @@ def log(tmp_path_factory):
         str(path), key, start=datetime.datetime(2026, 12, 30, 8, tzinfo=UTC), runs=8, terminals_per_run=2
     )
     extra = [
-        ("change_requested", {"operator": "op1", "change_id": "CHG-900", "customer": "parkcite"}),
-        ("change_approved", {"operator": "op2", "change_id": "CHG-900", "customer": "parkcite"}),
+        # As `ipm-change request/approve` and the authorize action write them.
+        ("change_requested", {"requester": "op1", "change_id": "CHG-900", "summary": "new tariff"}),
+        ("change_approved", {"approver": "op2", "requester": "op1", "change_id": "CHG-900", "role": "approver"}),
         ("authorization_denied", {"operator": "op0", "change_id": "CHG-901", "reason": "not an approver"}),
         ("authorization_denied", {"operator": "op0", "change_id": "CHG-902", "customer": "metro-transit"}),
     ]
@@ -79,6 +80,11 @@ def test_customer_month_counts_match_what_was_written(log):
     assert sum(data["deliveries_per_week"].values()) == expected["release"]
     # Authorization records of the customer, and those naming no customer.
     assert data["authorization"] == {"authorization_denied": 1, "change_requested": 1, "change_approved": 1}
+    assert [(e["kind"], e["operator"]) for e in data["authorization_events"]] == [
+        ("change_requested", "op1"),
+        ("change_approved", "op2"),
+        ("authorization_denied", "op0"),
+    ]
     assert all(row["time"].startswith("2027-01") for row in data["deliveries"] + data["backups"])
     assert before["parkcite"]["release"] > 0  # December's existed and were left out
 
