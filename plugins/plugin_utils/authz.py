@@ -381,7 +381,7 @@ def trusted_identity(
         return claimed, source
     raise IdentityError(
         f"OS user {user!r} claims to be {claimed!r} through {source}, but only the policy's "
-        f"service_accounts may act for someone else: run as yourself (drop {source.split(':')[-1]}), or run it "
+        f"service_accounts may act for someone else: run as yourself (drop {source.rsplit(':', maxsplit=1)[-1]}), or run it "
         "through AWX or the support tool"
     )
 
@@ -446,7 +446,7 @@ def decide(
     """
     if policy is None:
         return Decision(False, policy_error or "no usable authorization policy: everything is denied")
-    kind, _, name = action.partition(":")
+    kind, _sep, name = action.partition(":")
     if kind not in ("runbook", "playbook") or not name:
         return Decision(False, f"unknown action {action!r} (expected runbook:<name> or playbook:<name>)")
     who = policy.person(person)
