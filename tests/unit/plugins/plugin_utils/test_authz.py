@@ -4,14 +4,19 @@ customer boundaries, contract dates and types, on-demand runs, and the trusted i
 from __future__ import annotations
 
 import datetime
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import authz
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
 
 ROOT = Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT / "tests" / "unit"))  # --import-mode=importlib: the registry builder of the unit tests
+import registry_builder as rb  # noqa: E402
+
 TODAY = datetime.date(2026, 6, 1)
 CONTRACT = {"maintenance_types": ["preventive", "corrective"], "start": "2025-01-01", "end": "2026-12-31"}
 
@@ -228,3 +233,26 @@ def test_identity_is_the_os_user_unless_a_service_account_delegates(policy):
         "ivan",
         "extra_var:awx_user_name",
     )
+
+
+# ------------------------------------------------------------------------------ contract dates in the registry
+
+
+def _registry_problems(tmp_path, **contract):
+    _catalog, customers = rb.base()
+    customers["alpha.yml"]["customer"]["contract"].update(contract)
+    config = rb.write(tmp_path, None, customers)
+    return [str(p) for p in load_fleet(str(config))[1]]
+
+
+def test_registry_contract_dates(tmp_path):
+    assert _registry_problems(tmp_path / "ok", start="2024-01-01", end="2024-12-31") == []
+    assert _registry_problems(tmp_path / "open", start="2024-01-01") == []
+    (backwards,) = _registry_problems(tmp_path / "back", start="2025-01-01", end="2024-12-31")
+    assert "customer.contract.end: the contract ends before it starts; expected 2025-01-01 or later" in backwards
+    (impossible,) = _registry_problems(tmp_path / "day", end="2025-02-30")
+    assert "customer.contract.end: no such day" in impossible
+    (unquoted,) = _registry_problems(tmp_path / "date", start=datetime.date(2025, 1, 1))
+    assert "customer.contract.start: wrong type; expected a string, found date 2025-01-01 (quote it)" in unquoted
+    (malformed,) = _registry_problems(tmp_path / "fmt", start="1/1/2025")
+    assert "customer.contract.start: malformed value" in malformed
