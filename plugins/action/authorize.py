@@ -59,6 +59,15 @@ class ActionModule(ActionBase):
             policy = None
         inventory = task_vars["hostvars"]._inventory if "hostvars" in task_vars else None
         hosts = self._hosts(args.get("hosts"), task_vars, inventory)
+        if policy is None:  # no usable policy or a refused identity: one record, one line, whatever the terminals
+            names = sorted(h.get_name() for h in hosts)
+            data = {"operator": person, "operator_source": source, "action": action, "policy": path}
+            data.update(terminals=names, reason=error, change_id=_text(extra_vars.get("change_id")))
+            try:
+                authz.audit_append(log_path, key_file, [("authorization_denied", data)])
+            except (authz.AuditLogError, OSError) as exc:
+                raise AnsibleActionFail(f"ipm.fleet.authorize: cannot write the audit log: {exc}") from None
+            raise AnsibleActionFail(f"DENIED: {person} may not run {action} on {len(names)} terminal(s): {error}")
         base = {
             "operator": person,
             "operator_source": source,

@@ -164,7 +164,7 @@ def load_or_deny(path: str | None) -> tuple[Policy | None, str | None]:
     try:
         return load_policy(path), None
     except PolicyError as exc:
-        return None, f"policy {display_path(path)}: {exc}"
+        return None, str(exc)  # every problem names the policy file, line and key
 
 
 def _build(path, rel, data, problems) -> Policy:
