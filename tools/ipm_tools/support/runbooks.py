@@ -31,6 +31,7 @@ SKILLS = ("l1", "l2")
 RISKS = ("low", "medium", "high")
 MAINTENANCE_TYPES = ("corrective", "preventive", "evolutive", "adaptive")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REQUIRED = ("purpose", "symptoms", "prerequisites", "skill", "maintenance_type", "changes_terminal", "risk")
 
 
@@ -94,7 +95,7 @@ def load_runbook(path: str | Path) -> Runbook:
             f"{path}: the file name {name!r} is not a runbook name: use lower-case letters, digits and _"
         )
     try:
-        plays = yaml.safe_load(path.read_text(encoding="utf-8"))
+        plays = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # the C safe loader when there is one
     except OSError as error:
         raise CatalogError(f"{path}: cannot read: {error.strerror}") from None
     except yaml.YAMLError as error:
@@ -149,8 +150,10 @@ def load_catalog(root: str | Path | None = None) -> dict[str, Runbook]:
 
 
 def get_runbook(name: str, root: str | Path | None = None) -> Runbook:
-    """One runbook by name, or :class:`CatalogError` listing the known ones."""
-    catalog = load_catalog(root)
-    if name not in catalog:
-        raise CatalogError(f"unknown runbook {name!r}: known runbooks are {', '.join(catalog)} (ipm-support runbooks)")
-    return catalog[name]
+    """One runbook by name (only its file is read), or :class:`CatalogError` listing the known ones."""
+    root = Path(root) if root is not None else RUNBOOKS_DIR
+    path = root / f"{name}.yml"
+    if not NAME_RE.match(str(name)) or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in root.glob("*.yml"))) or "none"
+        raise CatalogError(f"unknown runbook {name!r}: known runbooks are {known} (ipm-support runbooks)")
+    return load_runbook(path)
