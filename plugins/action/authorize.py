@@ -55,7 +55,8 @@ class ActionModule(ActionBase):
         try:
             person, source = authz.trusted_identity(policy, extra_vars)
         except authz.IdentityError as exc:
-            person, source, error = os_user(), "os_user", str(exc)
+            # An unusable policy is the reason to report (it also knows no service accounts).
+            person, source, error = os_user(), "os_user", error or str(exc)
             policy = None
         inventory = task_vars["hostvars"]._inventory if "hostvars" in task_vars else None
         hosts = self._hosts(args.get("hosts"), task_vars, inventory)

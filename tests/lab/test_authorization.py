@@ -254,3 +254,32 @@ def test_4_four_eyes_stops_parameters_after_canary_until_another_it_approves(lab
         r["data"].get("host") for r in new if r["kind"] == "task" and r["data"].get("module") == "ipm.fleet.delivery"
     }
     assert by("globex", lab) in delivered, "the pilot ring ran once approved"
+
+
+def test_5_a_malformed_policy_denies_everything_before_any_task(lab, tmp_path):
+    broken = tmp_path / "policy.yml"
+    broken.write_text("version: 1\nroles: {}\npeople:\n  ivan: {roles: [it], customers: all, vendor: yes, team: ops}\n")
+    start = mark(lab)
+    command = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(lab["inventory"]),
+        str(PROJECT_ROOT / "playbooks" / "snapshot.yml"),
+    ]
+    result = subprocess.run(
+        [*command, "-e", "awx_user_name=ivan"],
+        capture_output=True,
+        text=True,
+        env=env(lab, IPM_POLICY_FILE=str(broken)),
+        cwd=PROJECT_ROOT,
+        timeout=600,
+        check=False,
+    )
+    output = " ".join(result.stdout.split())
+    assert result.returncode != 0
+    assert "DENIED: root may not run playbook:snapshot on 2 terminal(s):" in output, output[-2000:]
+    assert f"{broken}:4: people.ivan.team: unknown key" in output
+    new = records(lab, start)
+    (denied,) = [r["data"] for r in new if r["kind"] == "authorization_denied"]
+    assert denied["terminals"] == sorted(lab["terminals"]) and "unknown key" in denied["reason"]
+    assert not [r for r in new if r["kind"] == "task" and r["data"].get("module") == "ipm.fleet.terminal_facts"]
