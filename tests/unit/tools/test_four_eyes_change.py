@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[3]
 SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 # The venv's interpreter may live in root's home: the other users run the system's python of the same version.
 SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
-PYTHONPATH = os.pathsep.join([str(ROOT / "tools"), str(ROOT / "collections"), str(SITE)])
+# The checkout may sit in root's home (mode 0700), out of the other users' reach: they run a readable copy of
+# the tool, the collection's plugins and the two libraries it imports (PyYAML, netaddr) under the shared folder.
+THIRD_PARTY = ("yaml", "_yaml", "netaddr")
 USERS = ("az-it1", "az-it2", "az-l2")
 POLICY = """\
 version: 1
@@ -120,6 +122,14 @@ def shared(os_users):
     directory = Path(tempfile.mkdtemp(prefix="az-four-eyes-", dir="/tmp"))
     try:
         directory.chmod(0o777)
+        lib = directory / "lib"
+        shutil.copytree(ROOT / "tools" / "ipm_tools", lib / "ipm_tools")
+        shutil.copytree(ROOT / "plugins", lib / "ansible_collections" / "ipm" / "fleet" / "plugins")
+        for name in THIRD_PARTY:
+            if (SITE / name).is_dir():
+                shutil.copytree(SITE / name, lib / name)
+        for path in [lib, *lib.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
         (directory / "policy.yml").write_text(POLICY)
         key_file = directory / "audit.key"
         generate_key(str(key_file))
@@ -136,7 +146,8 @@ def ipm_change(shared, user, *args):
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(shared),
-        "PYTHONPATH": PYTHONPATH,
+        "PYTHONPATH": str(shared / "lib"),
+        "PYTHONDONTWRITEBYTECODE": "1",
         "IPM_POLICY_FILE": str(shared / "policy.yml"),
         "IPM_AUDIT_LOG": str(shared / "audit.jsonl"),
         "IPM_AUDIT_KEY_FILE": str(shared / "audit.key"),
@@ -181,7 +192,7 @@ def test_ipm_change_refuses_a_claimed_identity_and_bad_ids(shared):
     spoof = subprocess.run(
         ["runuser", "-u", "az-l2", "--", "env", "IPM_OPERATOR=az-it1", f"IPM_POLICY_FILE={shared / 'policy.yml'}",
          f"IPM_AUDIT_LOG={shared / 'audit.jsonl'}", f"IPM_AUDIT_KEY_FILE={shared / 'audit.key'}",
-         f"PYTHONPATH={PYTHONPATH}", SYSTEM_PYTHON, "-m", "ipm_tools.change", "approve", "CHG-13"],
+         f"PYTHONPATH={shared / 'lib'}", SYSTEM_PYTHON, "-m", "ipm_tools.change", "approve", "CHG-13"],
         capture_output=True, text=True, timeout=120, check=False, cwd="/",
     )  # fmt: skip
     assert spoof.returncode == 1 and "claims to be 'az-it1' through env:IPM_OPERATOR" in spoof.stderr
