@@ -22,7 +22,7 @@ def used_messages():
             "python", str(source), keywords={"_": None, "n_": (1, 2)}
         ):
             found.add(message)
-    for labels in (build.RESULT_LABELS, build.MAINTENANCE_LABELS, build.AUTHORIZATION_LABELS):
+    for labels in (build.RESULT_LABELS, build.MAINTENANCE_LABELS, build.SEVERITY_LABELS, build.AUTHORIZATION_LABELS):
         found.update(labels.values())
     return found
 

@@ -32,6 +32,12 @@ MAINTENANCE_LABELS = {
     "unspecified": "unspecified",
     "total": "total",
 }
+SEVERITY_LABELS = {
+    "critical": "critical",
+    "major": "major",
+    "minor": "minor",
+    "temporary": "temporary",
+}
 AUTHORIZATION_LABELS = {
     "authorization_denied": "authorization denied",
     "change_requested": "change requested",
@@ -319,7 +325,7 @@ def _incidents(f, incidents):
                     [
                         r["ticket"],
                         f.moment(r["opened"], r.get("timezone")),
-                        r.get("severity") or "-",
+                        f._(SEVERITY_LABELS[r["severity"]]) if r.get("severity") in SEVERITY_LABELS else "-",
                         r.get("terminal") or "-",
                         sla_label.get(r["sla"], r["sla"]),
                     ]
