@@ -75,6 +75,57 @@ options:
     ini:
       - section: callback_ipm_audit
         key: checkpoint_interval
+  segment_dir:
+    description:
+      - Segment mode, for AWX/AAP and other ephemeral runners. Each job writes its own signed chain
+        segment in this directory instead of appending to O(log_path); every record is fsync-ed as it is
+        written. Segments are named by job (AWX's C(awx_job_id), else the run id), node and run id.
+      - Segments a killed job left here are shipped by the next job (or C(ipm-audit ship)).
+      - See docs/audit.md, "Segments and the merged trail".
+    type: path
+    env:
+      - name: IPM_AUDIT_SEGMENT_DIR
+    ini:
+      - section: callback_ipm_audit
+        key: segment_dir
+  ship_to:
+    description:
+      - Durable directory (shared storage, an object store's mount) the segments are shipped to at each
+        segment checkpoint and at the job's end (copy to a temporary name, fsync, atomic rename), with a
+        signed index entry per segment. C(ipm-audit --trail DIR) verifies and reads the merged trail there.
+      - Setting it alone turns segment mode on with the segment directory C(~/.ipm/audit/segments).
+    type: path
+    env:
+      - name: IPM_AUDIT_SHIP_DIR
+    ini:
+      - section: callback_ipm_audit
+        key: ship_to
+  node:
+    description: Name of the execution node in segment names (default the host name).
+    type: str
+    env:
+      - name: IPM_AUDIT_NODE
+    ini:
+      - section: callback_ipm_audit
+        key: node
+  segment_checkpoint_interval:
+    description: In segment mode, a signed checkpoint and a ship every this many records.
+    type: int
+    default: 100
+    env:
+      - name: IPM_AUDIT_SEGMENT_CHECKPOINT_INTERVAL
+    ini:
+      - section: callback_ipm_audit
+        key: segment_checkpoint_interval
+  segment_max_records:
+    description: A segment ends (reason C(rotate)) after this many records and the job goes on in the next part.
+    type: int
+    default: 50000
+    env:
+      - name: IPM_AUDIT_SEGMENT_MAX_RECORDS
+    ini:
+      - section: callback_ipm_audit
+        key: segment_max_records
 """
 
 # Imports follow DOCUMENTATION, as ansible-test validate-modules requires.
@@ -105,6 +156,10 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (  # no
     load_key,
 )
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import NO_LOG_MARKER, Redactor  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_segments import (  # noqa: E402
+    SegmentWriter,
+    salvage,
+)
 
 display = Display()
 
@@ -145,7 +200,8 @@ class CallbackModule(CallbackBase):
 
     def __init__(self, display=None):
         super().__init__(display=display)
-        self._writer: AuditWriter | None = None
+        self._writer: AuditWriter | SegmentWriter | None = None
+        self._job = None
         self._redactor = Redactor(is_vaulted=_is_vaulted)
         self._run_id = uuid.uuid4().hex
         self._run_started = False
@@ -168,6 +224,13 @@ class CallbackModule(CallbackBase):
         self._fail_closed = self.get_option("fail_closed")
         self._interval = self.get_option("checkpoint_interval")
         self._create_key = self.get_option("create_key")
+        self._ship_to = self.get_option("ship_to")
+        self._segment_dir = self.get_option("segment_dir") or (
+            os.path.expanduser("~/.ipm/audit/segments") if self._ship_to else None
+        )
+        self._node = self.get_option("node") or controller_host()
+        self._max_records = self.get_option("segment_max_records")
+        self._segment_interval = self.get_option("segment_checkpoint_interval")
 
     def _open(self):
         key = None
@@ -180,7 +243,41 @@ class CallbackModule(CallbackBase):
             key = load_key(self._key_file)
         except (AuditLogError, OSError) as exc:
             self._failure(f"checkpoint key unusable: {exc}")
+        if self._segment_dir:
+            self._open_segment(key)
+            return
         self._writer = AuditWriter(self._log_path, key=key, checkpoint_interval=self._interval).open()
+
+    def _open_segment(self, key):
+        """Segment mode: ship what killed jobs left on this node, then write this job's own segment."""
+        if key is None:
+            raise AuditLogError(f"{self._segment_dir}: segment mode needs the checkpoint key ({self._key_file})")
+        for directory in (self._segment_dir, self._ship_to):
+            if directory:
+                try:
+                    os.makedirs(os.path.expanduser(directory), mode=0o700, exist_ok=True)
+                except OSError as exc:
+                    raise AuditLogError(f"{directory}: cannot create the directory ({exc.strerror})") from None
+        if self._ship_to:
+            try:
+                left = salvage(self._segment_dir, self._ship_to)
+            except OSError as exc:
+                raise AuditLogError(
+                    f"{self._ship_to}: cannot ship left-over segments ({exc.strerror or exc})"
+                ) from None
+            for name in left:
+                display.warning(f"ipm.fleet.audit: shipped {name}, left by a job that did not end")
+        # The file itself is opened at the first record, once the job id (awx_job_id) is known.
+        self._writer = SegmentWriter(
+            self._segment_dir,
+            key,
+            job=self._job or f"run-{self._run_id[:12]}",
+            node=self._node,
+            run=self._run_id,
+            ship_to=self._ship_to,
+            checkpoint_interval=self._segment_interval,
+            max_records=self._max_records,
+        )
 
     def _failure(self, why: str):
         """The log cannot be written: stop the run (fail closed) or warn once and go on."""
@@ -228,6 +325,14 @@ class CallbackModule(CallbackBase):
         self._redactor.collect(extra_vars, _plaintext)
         self._redactor.collect(play.vars or {}, _plaintext)
         operator, source = resolve_operator(extra_vars)
+        awx_job = extra_vars.get("awx_job_id", extra_vars.get("tower_job_id"))
+        if isinstance(self._writer, SegmentWriter) and awx_job is not None and not self._writer.path:
+            self._writer.job = str(awx_job)
+        elif awx_job is not None and self._writer is not None and not self._segment_dir:
+            display.warning(
+                "ipm.fleet.audit: an AWX job writes its audit log inside its container; set IPM_AUDIT_SHIP_DIR "
+                "(segment mode, docs/audit.md) or the records are lost with the container"
+            )
         try:
             maintenance_type = normalise_maintenance_type(extra_vars.get("maintenance_type"))
         except ValueError as exc:
@@ -266,6 +371,11 @@ class CallbackModule(CallbackBase):
                 totals[k] = totals.get(k, 0) + v
         data = {"run": self._run_id, "hosts": hosts, "totals": totals, "records": self._records}
         self._write("run_end", data, checkpoint="run_end")
+        if isinstance(self._writer, SegmentWriter):
+            try:
+                self._writer.end()
+            except AuditLogError as exc:
+                self._failure(str(exc))
         if self._writer is not None:
             self._writer.close()
 

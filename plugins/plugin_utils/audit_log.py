@@ -38,6 +38,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 GENESIS = "0" * 64
+# Record kinds that carry a checkpoint MAC over (seq, prev): ``segment_end`` closes a chain segment
+# (plugins/plugin_utils/audit_segments.py); a single log only has checkpoints.
+SIGNED_KINDS = ("checkpoint", "segment_end")
+_SIGNED_KINDS_B = tuple(k.encode() for k in SIGNED_KINDS)
 DEFAULT_CHECKPOINT_INTERVAL = 1000
 KEY_BYTES = 32
 
@@ -295,15 +299,14 @@ class AuditWriter:
         record["hash"] = digest
         return record
 
-    def _checkpoint_locked(self, reason: str) -> dict:
+    def _checkpoint_locked(self, reason: str, kind: str = "checkpoint", extra: dict | None = None) -> dict:
         if self.key is None:
             raise AuditLogError(f"{self.path}: no checkpoint key configured")
-        data = {
-            "reason": reason,
-            "key_id": key_id(self.key),
-            "mac": checkpoint_mac(self.key, self._next_seq, self._prev),
-        }
-        record = self._append_locked("checkpoint", data)
+        data = dict(extra or {})
+        data.update(
+            {"reason": reason, "key_id": key_id(self.key), "mac": checkpoint_mac(self.key, self._next_seq, self._prev)}
+        )
+        record = self._append_locked(kind, data)
         self._write_head(record["seq"], record["hash"])
         return record
 
@@ -339,8 +342,11 @@ class AuditWriter:
             raise AuditLogError(f"{self.path}: cannot append to the audit log ({exc.strerror or exc})") from None
         return record
 
-    def checkpoint(self, reason: str = "manual") -> dict | None:
-        """Append a signed checkpoint now (no-op without a key)."""
+    def checkpoint(self, reason: str = "manual", kind: str = "checkpoint", extra: dict | None = None) -> dict | None:
+        """Append a signed checkpoint now (no-op without a key).
+
+        ``kind`` another signed kind (``segment_end``: see :data:`SIGNED_KINDS`), ``extra`` more data fields.
+        """
         if self.key is None:
             return None
         if self._fd < 0:
@@ -349,7 +355,7 @@ class AuditWriter:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 self._sync_tail()
-                return self._checkpoint_locked(reason)
+                return self._checkpoint_locked(reason, kind, extra)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except OSError as exc:
@@ -381,6 +387,7 @@ class VerifyReport:
     unsigned_tail: int = 0
     problem: Problem | None = None
     warnings: list[str] = field(default_factory=list)
+    signed: dict = field(default_factory=dict, repr=False)  # seq -> hash (bytes) of each signed record
 
     @property
     def ok(self) -> bool:
@@ -442,7 +449,7 @@ def _scan(buf: bytes, key: bytes | None, expected_seq: int | None, prev: bytes |
         if actual != digest:
             out.problem = (index, seq, "hash does not match the record's content (record altered)")
             break
-        if kind == b"checkpoint":
+        if kind in _SIGNED_KINDS_B:
             if key is not None:
                 try:
                     mac = str(json.loads(line)["data"]["mac"])
@@ -498,11 +505,12 @@ def _complete_size(path: str) -> tuple[int, int]:
         return complete_end, size
 
 
-def verify_log(path: str, key: bytes | None, head: bool = True, workers: int = 0) -> VerifyReport:
+def verify_log(path: str, key: bytes | None, head: bool = True, workers: int = 0, pool=None) -> VerifyReport:
     """Check chain, hashes, checkpoints and the head file; stops at the first bad record.
 
     With ``key`` None only the chain is checked (a re-hashed forgery would pass: say so to the user).
-    ``workers`` > 1 hashes large logs in that many processes (0: one per CPU for logs over 64 MiB).
+    ``workers`` > 1 hashes large logs in that many processes (0: one per CPU for logs over 64 MiB);
+    ``pool`` an open multiprocessing pool of that many workers to use instead of starting one.
     """
     report = VerifyReport(path=path)
     try:
@@ -514,16 +522,19 @@ def verify_log(path: str, key: bytes | None, head: bool = True, workers: int = 0
         workers = min(os.cpu_count() or 1, 8) if complete >= _PARALLEL_MIN_BYTES else 1
     expected_seq, prev = 0, GENESIS.encode()
     line_base = 0  # lines before the current piece
-    signed: dict[int, bytes] = {}
+    signed: dict[int, bytes] = report.signed
     try:
-        if workers > 1:
-            import multiprocessing  # only for big logs
-
+        if workers > 1 and complete > 0:
             points = _split_points(path, complete, workers * 4)
             jobs = [(path, a, b, key) for a, b in itertools.pairwise(points) if b > a]
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                pieces = pool.imap(_scan_range, jobs)
-                problem = _stitch(pieces, report, signed, [expected_seq, prev, line_base])
+            if pool is not None:
+                problem = _stitch(pool.imap(_scan_range, jobs), report, signed, [expected_seq, prev, line_base])
+            else:
+                import multiprocessing  # only for big logs
+
+                with multiprocessing.get_context("fork").Pool(workers) as own_pool:
+                    pieces = own_pool.imap(_scan_range, jobs)
+                    problem = _stitch(pieces, report, signed, [expected_seq, prev, line_base])
         else:
             pieces = _serial_pieces(path, complete, key)
             problem = _stitch(pieces, report, signed, [expected_seq, prev, line_base])
