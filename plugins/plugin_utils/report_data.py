@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 from collections import Counter, defaultdict
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import delivery_ledger
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_segments import iter_trail
 
 UTC = datetime.timezone.utc
 BACKUP_MODULES = ("ipm.fleet.backup",)
@@ -80,8 +82,13 @@ def parse_period(text: str) -> Period:
 def read_log(path: str, progress=None, every: int = 50000):
     """Yield ``(seq, kind, time, hash, data)`` for each complete record line of the log at PATH.
 
-    PROGRESS, when given, is called with the bytes read so far every EVERY lines.
+    PROGRESS, when given, is called with the bytes read so far every EVERY lines. PATH may also be the
+    directory of a merged trail of chain segments (AWX, :mod:`audit_segments`): its records in time order.
     """
+    if os.path.isdir(path):
+        for _segment, record in iter_trail(path):
+            yield record.get("seq"), record.get("kind"), record.get("time"), record.get("hash"), record.get("data")
+        return
     loads = json.loads
     with open(path, "rb") as handle:
         for count, line in enumerate(handle, 1):

@@ -6,6 +6,10 @@
   ipm-audit export --format csv    filtered task results to CSV or JSON
   ipm-audit stats [filters]        counts by status, customer, site, operator, module
   ipm-audit keygen                 create a checkpoint key
+  ipm-audit ship                   ship the segments killed jobs left on a node (segment mode)
+
+Every command but keygen and ship reads one log (--log) or the merged trail of chain segments that AWX
+jobs ship (--trail DIR, docs/audit.md "Segments and the merged trail").
 
 Errors are one line on stderr naming the file and what to do; exit codes: 0 fine, 1 verification failed,
 2 bad input.
@@ -33,6 +37,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import (
     load_key,
     verify_log,
 )
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_segments import iter_trail, salvage, verify_trail
 from ipm_tools import closed_output
 
 DEFAULT_LOG = "~/.ipm/audit/audit.jsonl"
@@ -73,14 +78,36 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------------------- records
 
 
-def flat_records(log: str, kinds: set[str] | None) -> Iterator[dict]:
-    """Records as flat dicts; task records carry their run's operator, change, ticket and playbook."""
-    path = os.path.expanduser(log)
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no audit log there; pass --log or set IPM_AUDIT_LOG")
+def _trail_dir(trail: str) -> str:
+    path = os.path.expanduser(trail)
+    if not os.path.isdir(path):
+        raise UsageError(f"--trail {path}: not a directory; pass the directory the segments are shipped to")
+    return path
+
+
+def _records(path: str, trail: bool) -> Iterator[tuple[str | None, dict]]:
+    if trail:
+        yield from iter_trail(path)
+    else:
+        for _line, record in iter_records(path):
+            yield None, record
+
+
+def flat_records(log: str, kinds: set[str] | None, trail: str | None = None) -> Iterator[dict]:
+    """Records as flat dicts; task records carry their run's operator, change, ticket and playbook.
+
+    ``trail``: a directory of shipped chain segments instead of ``log``: all records in time order, each
+    with its ``segment``.
+    """
+    if trail:
+        path = _trail_dir(trail)
+    else:
+        path = os.path.expanduser(log)
+        if not os.path.exists(path):
+            raise UsageError(f"{path}: no audit log there; pass --log or set IPM_AUDIT_LOG")
     runs: dict[str, dict] = {}
     try:
-        for _line, record in iter_records(path):
+        for segment, record in _records(path, bool(trail)):
             data = record.get("data") if isinstance(record, dict) else None
             if not isinstance(data, dict):
                 continue  # not a record this tool wrote (`ipm-audit verify` reports it)
@@ -89,6 +116,8 @@ def flat_records(log: str, kinds: set[str] | None) -> Iterator[dict]:
             if kind == "run_start":
                 runs[run_id] = data
             flat = {"seq": record.get("seq"), "kind": kind, "time": record.get("time")}
+            if segment is not None:
+                flat["segment"] = segment
             run = runs.get(run_id) if kind in ("task", "run_end") else None
             if run is not None:
                 for key in RUN_FIELDS:
@@ -129,6 +158,7 @@ def build_filter(args):
         "change_id": args.change,
         "ticket_id": args.ticket,
         "module": args.module,
+        "segment": args.segment,
     }
     wanted = {k: v for k, v in wanted.items() if v is not None}
     site_zone = args.tz == "site"
@@ -177,7 +207,7 @@ def build_filter(args):
 def selected(args, default_kinds=("task",)) -> list[dict]:
     kinds = None if args.kind == "all" else {args.kind} if args.kind else set(default_kinds)
     keep = build_filter(args)
-    records = [r for r in flat_records(args.log, kinds) if keep(r)]
+    records = [r for r in flat_records(args.log, kinds, args.trail) if keep(r)]
     if args.query:
         try:
             import jmespath
@@ -197,9 +227,27 @@ def selected(args, default_kinds=("task",)) -> list[dict]:
 # ---------------------------------------------------------------------------------------- commands
 
 
+def cmd_verify_trail(args, key) -> int:
+    trail = _trail_dir(args.trail)
+    report = verify_trail(trail, key, workers=args.workers)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    complete = sum(1 for s in report.segments if s.status == "complete")
+    incomplete = sum(1 for s in report.segments if s.status == "incomplete")
+    if not report.ok:
+        for problem in report.problems:
+            print(f"FAIL {trail}: {problem}")
+        return 1
+    print(
+        f"OK {trail}: {len(report.segments)} segments ({complete} complete, {incomplete} incomplete), "
+        f"{report.records} records, {report.checkpoints} signed records"
+    )
+    return 0
+
+
 def cmd_verify(args) -> int:
     log = os.path.expanduser(args.log)
-    if not os.path.exists(log):
+    if not args.trail and not os.path.exists(log):
         raise UsageError(f"{log}: no audit log there; pass --log or set IPM_AUDIT_LOG")
     key = None
     if not args.no_key:
@@ -207,6 +255,8 @@ def cmd_verify(args) -> int:
             key = load_key(args.key_file)
         except AuditLogError as exc:
             raise UsageError(f"{exc} (or pass --no-key to check the chain only)") from None
+    if args.trail:
+        return cmd_verify_trail(args, key)
     report = verify_log(log, key, head=not args.no_head)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -255,7 +305,7 @@ def cmd_show(args) -> int:
     if args.seq is not None:
         records = [r for r in records if isinstance(r, dict) and r.get("seq") == args.seq]
         if not records:
-            raise UsageError(f"seq {args.seq}: no such record matches in {args.log}")
+            raise UsageError(f"seq {args.seq}: no such record matches in {args.trail or args.log}")
     print(json.dumps(records, indent=2, sort_keys=True))
     return 0
 
@@ -273,10 +323,11 @@ def cmd_export(args) -> int:
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+        columns = (*CSV_COLUMNS, "segment") if args.trail else CSV_COLUMNS
+        writer.writerow(columns)
         for r in records:
             if isinstance(r, dict):
-                writer.writerow([_csv_cell(r.get(col)) for col in CSV_COLUMNS])
+                writer.writerow([_csv_cell(r.get(col)) for col in columns])
         text = buffer.getvalue()
     if args.output in (None, "-"):
         sys.stdout.write(text)
@@ -321,7 +372,7 @@ def cmd_stats(args) -> int:
 
 def cmd_deliveries(args) -> int:
     """The delivery ledger: every attempt, or (--running) what each terminal runs, since when, by whom."""
-    ledger = delivery_ledger.entries(flat_records(args.log, {"task", "run_start"}))
+    ledger = delivery_ledger.entries(flat_records(args.log, {"task", "run_start"}, args.trail))
     if args.running:
         running = delivery_ledger.running_releases(ledger)
         rows = [
@@ -360,6 +411,23 @@ def cmd_deliveries(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    """Ship what dead jobs left in a node's segment directory (the callback does it at each job start)."""
+    if not args.trail:
+        raise UsageError("ship: pass --trail DIR, the directory segments are shipped to")
+    segment_dir = os.path.expanduser(args.segment_dir)
+    if not os.path.isdir(segment_dir):
+        raise UsageError(f"--segment-dir {segment_dir}: not a directory (the callback's segment_dir)")
+    try:
+        shipped = salvage(segment_dir, os.path.expanduser(args.trail))
+    except OSError as exc:
+        raise UsageError(f"--trail {args.trail}: cannot ship there ({exc.strerror or exc})") from None
+    for name in shipped:
+        print(f"shipped {name}")
+    print(f"{len(shipped)} segment(s) shipped from {segment_dir}", file=sys.stderr)
+    return 0
+
+
 def cmd_keygen(args) -> int:
     try:
         ident = generate_key(args.key_file, force=args.force)
@@ -384,6 +452,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--change", help="change id")
     group.add_argument("--ticket", help="ticket id")
     group.add_argument("--module", help="module, e.g. ansible.builtin.copy")
+    group.add_argument("--segment", help="segment of a merged trail (--trail), e.g. j42_nnode1_r..._p0000")
     group.add_argument("--since", help="from this date/time (YYYY-MM-DD or YYYY-MM-DDTHH:MM), inclusive")
     group.add_argument("--until", help="up to this date/time, exclusive (a plain date includes that day)")
     group.add_argument(
@@ -392,7 +461,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--changed", action="store_true", help="only results that changed something")
     group.add_argument("--failed", action="store_true", help="only failed or unreachable results")
     group.add_argument(
-        "--kind", choices=("task", "run_start", "run_end", "checkpoint", "recovered", "all"), help="record kind"
+        "--kind",
+        choices=("task", "run_start", "run_end", "checkpoint", "recovered", "segment_start", "segment_end", "all"),
+        help="record kind",
     )
     group.add_argument("--query", help="JMESPath expression applied to the filtered list (output is JSON)")
 
@@ -407,10 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("IPM_AUDIT_LOG", DEFAULT_LOG),
         help=f"audit log (default: $IPM_AUDIT_LOG or {DEFAULT_LOG})",
     )
+    parser.add_argument(
+        "--trail",
+        default=os.environ.get("IPM_AUDIT_TRAIL"),
+        help="merged trail instead of --log: the directory AWX jobs ship their segments to (default: $IPM_AUDIT_TRAIL)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # --log is accepted after the command too (ipm-audit verify --log FILE).
+    # --log and --trail are accepted after the command too (ipm-audit verify --log FILE).
     log_after = argparse.ArgumentParser(add_help=False)
     log_after.add_argument("--log", default=argparse.SUPPRESS, help="audit log (same as the global --log)")
+    log_after.add_argument(
+        "--trail", default=argparse.SUPPRESS, help="merged trail directory (same as the global --trail)"
+    )
 
     p = sub.add_parser(
         "verify",
@@ -420,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", default=os.environ.get("IPM_AUDIT_KEY_FILE", DEFAULT_KEY), help="checkpoint key")
     p.add_argument("--no-key", action="store_true", help="check the chain only (a re-hashed forgery would pass)")
     p.add_argument("--no-head", action="store_true", help="do not require the head file (a cut tail would pass)")
+    p.add_argument("--workers", type=int, default=1, help="with --trail: hash in this many processes (default 1)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("list", parents=[log_after], help="one line per task result")
@@ -463,6 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="times in each site's own time zone")
     p.add_argument("--json", action="store_true", help="JSON instead of lines")
     p.set_defaults(func=cmd_deliveries)
+
+    p = sub.add_parser(
+        "ship",
+        parents=[log_after],
+        help="ship the segments jobs killed before their end left in a segment directory to --trail",
+    )
+    p.add_argument("--segment-dir", required=True, help="the node's segment directory (the callback's segment_dir)")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("keygen", help="create a checkpoint key file (mode 0600)")
     p.add_argument("--key-file", default=os.environ.get("IPM_AUDIT_KEY_FILE", DEFAULT_KEY))

@@ -21,6 +21,7 @@ import time
 import ipm_tools  # noqa: F401 - puts collections/ on sys.path
 from ansible_collections.ipm.fleet.plugins.plugin_utils import config_history, report_data
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import AuditLogError, load_key, verify_log
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_segments import verify_trail
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import desired_release, load_fleet
 from ipm_tools import PROJECT_ROOT, closed_output
 from ipm_tools.report import build, html, i18n
@@ -68,8 +69,8 @@ class Progress:
 
 def _log_path(args) -> str:
     path = os.path.expanduser(args.log)
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no audit log there; pass --log or set IPM_AUDIT_LOG")
+    if not os.path.isfile(path) and not os.path.isdir(path):
+        raise UsageError(f"{path}: no audit log there; pass --log (a log, or a trail directory) or set IPM_AUDIT_LOG")
     return path
 
 
@@ -81,6 +82,14 @@ def _verify(args, path: str) -> dict:
             key = load_key(key_file)
         except AuditLogError as exc:
             raise UsageError(f"{exc} (or pass --no-key to check the chain only)") from None
+    if os.path.isdir(path):  # a merged trail of chain segments (docs/audit.md)
+        trail = verify_trail(path, key)
+        return {
+            "ok": trail.ok,
+            "signed": key is not None,
+            "records": trail.records,
+            "problem": "; ".join(trail.problems) or None,
+        }
     report = verify_log(path, key)
     return {
         "ok": report.ok,
