@@ -4,7 +4,8 @@ Each stage runs a real capability of the project against the demo registry (inve
 its terminals booted as lab terminals: validate the registry, boot the fleet, snapshot every
 terminal's configuration, report compatibility, roll out a release ring by ring, show drift, put the
 registry's parameters on the terminals ring by ring and show drift again (none), back up every
-terminal into a signed store and list it, verify the audit
+terminal into a signed store and list it, open a support ticket and run a runbook for it through
+ansible-runner, show its SLA clocks and write the customer's maintenance report, verify the audit
 trail and list the delivery ledger. The demo keeps its audit log and history under
 build/demo. Lab terminals booted here are stopped at the end, also on failure, unless --keep.
 """
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,14 +138,56 @@ def main() -> int:
         run([tool("ipm-backup"), "list"])
         run([tool("ipm-backup"), "verify"])
 
+        banner("10. support: a ticket, a runbook through ansible-runner, the SLA clocks, the month's report")
+        support = [
+            tool("ipm-support"),
+            "--support-dir",
+            str(demo_dir / "support"),
+            "-r",
+            str(DEMO_INVENTORY),
+        ]
+        opened = subprocess.run(
+            [
+                *support,
+                *("ticket", "new", "error", "--customer", "parkcite", "--terminal", "fr-pgl-001"),
+                *("--severity", "major", "--symptoms", "receipt printer jams", "--contact", "Claire Martin", "--json"),
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        ticket = json.loads(opened.stdout)["id"]
+        print(f"opened {ticket}", flush=True)
+        run([*support, "runbooks", "--search", "printer"])
+        run([*support, "run", "health_check", "--terminal", "fr-pgl-001", "--ticket", ticket])
+        run([*support, "ticket", "show", ticket])
+        run([*support, "sla", "--customer", "parkcite"])
+        report = demo_dir / "report-parkcite.html"
+        run(
+            [
+                *(
+                    tool("ipm-report"),
+                    "maintenance",
+                    "--customer",
+                    "parkcite",
+                    "--period",
+                    time.strftime("%Y-%m", time.gmtime()),
+                ),
+                *("--registry", str(ROOT / "registry" / "demo"), "--support-dir", str(demo_dir / "support")),
+                *("--history", str(demo_dir / "history"), "--output", str(report)),
+            ]
+        )
+        print(f"report (French, the customer's language): {report}", flush=True)
+
         audit_tool = tool("ipm-audit")
-        banner("10. the audit trail: verify the chain, then who delivered what where")
+        banner("11. the audit trail: verify the chain, then who delivered what where")
         run([audit_tool, "verify"])
         run([audit_tool, "list", "--module", "ipm.fleet.delivery", "--change", "CHG-DEMO-1"])
         run([audit_tool, "deliveries", "--kind", "parameters"])
     finally:
         if booted and not args.keep:
-            banner("11. stop the demo's lab terminals")
+            banner("12. stop the demo's lab terminals")
             subprocess.run([lab_tool, "down", "--missing-ok", *demo_terminals()], cwd=ROOT, check=False)
     banner("done")
     return 0

@@ -134,7 +134,7 @@ def _iso(moment: datetime.datetime) -> str:
 
 def find_inventory(path: str | os.PathLike) -> Path:
     """The registry inventory configuration (``*.ipm_registry.yml``) of an inventory directory, or the file itself."""
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()  # runner jobs run in their own directory
     if path.is_file():
         return path
     if path.is_dir():
