@@ -88,6 +88,17 @@ options:
     type: str
     choices: [fail, skip]
     default: fail
+  slices:
+    description:
+      - Make groups C(slice_<k>_of_<n>) for an AWX workflow that runs one job per slice (C(limit) V(slice_2_of_4),
+        or V(slice_2_of_4:&ring_canary) for one ring stage); V(0) makes none.
+      - Each site is in exactly one slice (its site group is a child of the slice group), slices are balanced by
+        terminal count (largest site first, into the slice with the fewest terminals; deterministic), and slice
+        groups carry C(ipm_slice) and C(ipm_slice_count). More slices than sites leaves some empty, with a warning.
+      - The plan is C(plugins/plugin_utils/slicing.py), the same as the filter C(ipm.fleet.slice_plan) and
+        C(ipm-registry slices); see docs/scale.md for rings, windows and ring gates under slicing.
+    type: int
+    default: 0
 """
 
 EXAMPLES = r"""
@@ -123,6 +134,12 @@ registry: /srv/fleet-registry
 connect_via: vpn
 
 ---
+# For AWX: 4 slice groups (slice_1_of_4 ... slice_4_of_4), whole sites each, for a workflow of one job per slice.
+plugin: ipm.fleet.registry
+registry: registry
+slices: 4
+
+---
 # Retired terminals too (for an audit of the whole history), cached for an hour.
 plugin: ipm.fleet.registry
 registry: /srv/fleet-registry
@@ -148,6 +165,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fle
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import format_report  # noqa: E402
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan  # noqa: E402
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_paths import fingerprint  # noqa: E402
+from ansible_collections.ipm.fleet.plugins.plugin_utils.slicing import inventory_slice_groups  # noqa: E402
 from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import (  # noqa: E402
     VaultValue,
     is_vault_value,
@@ -243,6 +261,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "1 (no extra process) or a larger number; found %d" % (path, workers)
             )
 
+        slices = self.get_option("slices")
+        if slices < 0:
+            raise AnsibleParserError(
+                "ipm.fleet.registry: option slices in %s: expected 0 (no slice groups) or a number of slices, "
+                "found %d" % (path, slices)
+            )
+
         cache_key = self.get_cache_key(path)
         user_cache_setting = self.get_option("cache")
         attempt_to_read_cache = user_cache_setting and cache
@@ -279,7 +304,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "plan: %s; run ipm-registry addresses --assign"
                 % (len(plan["vpn_skipped"]), ", ".join(plan["vpn_skipped"]))
             )
+        if slices:
+            plan = self._with_slices(plan, slices)
         self._populate(plan)
+
+    def _with_slices(self, plan, slices):
+        """The plan plus the slice groups (a new plan: the cached one stays as it is)."""
+        groups, children, messages = inventory_slice_groups(plan["hosts"], slices)
+        for message in messages:
+            self.display.warning("ipm.fleet.registry: %s" % message)
+        return dict(plan, groups={**plan["groups"], **groups}, children=plan["children"] + children)
 
     def _plan(self, registry_dir, include_retired, workers, vpn_options=("address", "fail")):
         if not os.path.isdir(registry_dir):

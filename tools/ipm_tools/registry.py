@@ -9,6 +9,9 @@
     ipm-registry addresses [--customer C] [--json] [--assign] [-r PATH]
                                           the VPN address plan: prefixes, each terminal's address, free and
                                           held addresses; --assign records what is missing (vpn-plan.yml)
+    ipm-registry slices [PATH] --slices N [--ring R] [--limit T,...] [--json]
+                                          the job slicing plan for AWX: whole sites per slice, ring stages
+                                          in order, empty slices and oversized sites (docs/scale.md)
     ipm-registry swap TERMINAL --serial NEW --ticket T [-r PATH]
                                           replacement hardware: the serial number changes, the swap is recorded
 
@@ -31,6 +34,7 @@ from ansible_collections.ipm.fleet.plugins.plugin_utils import registry_candidat
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import display_path, format_report, suggest
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_inventory import inventory_plan_for
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import DEFAULTS
+from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_spec import RINGS as DEFAULT_RINGS
 from ipm_tools import closed_output
 
 DEFAULT_PATH = "inventories/demo"
@@ -383,6 +387,61 @@ def cmd_swap(args):
     return 0
 
 
+def cmd_slices(args):
+    """The slicing plan (plugins/plugin_utils/slicing.py) of the maintained terminals, as the inventory's groups."""
+    from ansible_collections.ipm.fleet.plugins.plugin_utils import slicing
+
+    fleet, problems = _load(args)
+    if problems:
+        return _fail_invalid(problems, args.format)
+    terminals = [
+        {"terminal": t["id"], "site": s["id"], "ring": t.get("ring") or DEFAULTS["ring"], "customer": c["id"]}
+        for c, s, t in fleet.terminals()
+        if t.get("status") != "retired"
+    ]
+    limit = [name for name in args.limit.split(",") if name] if args.limit is not None else None
+    try:
+        plan = slicing.slice_plan(terminals, args.slices, limit=limit, ring=args.ring)
+    except slicing.SlicingError as error:
+        print(f"ipm-registry: error: {error}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(plan, indent=2, ensure_ascii=False))
+        return 0
+    print(
+        f"{plan['slices']} slice(s) of {plan['terminals']} maintained terminal(s) in {plan['sites']} site(s) of "
+        f"{display_path(fleet.registry_dir)}: fair share {plan['fair_share']}, largest site {plan['largest_site']}, "
+        f"spread {plan['spread']}"
+    )
+    width = max(len(entry["name"]) for entry in plan["slice_list"])
+    for entry in plan["slice_list"]:
+        rings = ", ".join(f"{ring} {n}" for ring, n in entry["by_ring"].items())
+        within = f", {entry['limited']} within the limit" if limit is not None else ""
+        sites = ", ".join(entry["sites"][:6]) + (
+            f" ... ({len(entry['sites'])} sites)" if len(entry["sites"]) > 6 else ""
+        )
+        print(
+            f"  {entry['name'].ljust(width)}  {entry['terminals']} terminal(s) ({rings}{within})  sites: {sites or '-'}"
+        )
+    print("ring stages, in order (one AWX job per limit; the next stage starts when every job of this one succeeded):")
+    for stage in plan["stages"]:
+        jobs = ", ".join(f"{job['limit']} ({job['terminals']})" for job in stage["jobs"])
+        print(f"  {stage['ring']}: {jobs or 'no terminal: no job'}")
+    for message in plan["messages"]:
+        print(f"note: {message}")
+    return 0
+
+
+def _slices(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of slices, 1 or more; found {text!r}")
+    return value
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")
@@ -463,6 +522,27 @@ def build_parser():
         "-r", "--registry", default=registry_default, help=f"registry or inventory path (default {registry_default})"
     )
     addresses.set_defaults(handler=cmd_addresses)
+
+    slices = sub.add_parser(
+        "slices",
+        parents=[common],
+        help="the job slicing plan for AWX: whole sites per slice, ring stages in order",
+        description="Print the slicing plan the ipm.fleet.registry inventory's slices option makes (groups "
+        "slice_<k>_of_<n>): every site in exactly one slice, slices balanced by terminal count (largest site first), "
+        "and the ring stages (canary, pilot, broad) with one AWX job limit per slice. See docs/scale.md.",
+    )
+    slices.add_argument(
+        "registry", nargs="?", default=registry_default, help=f"registry or inventory path (default {registry_default})"
+    )
+    slices.add_argument("--slices", type=_slices, required=True, metavar="N", help="number of slices (1 or more)")
+    slices.add_argument("--ring", choices=list(DEFAULT_RINGS), help="only this ring's stage")
+    slices.add_argument(
+        "--limit",
+        metavar="T1,T2",
+        help="terminals of the run (comma-separated ids): report the slices and stages it leaves empty",
+    )
+    slices.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    slices.set_defaults(handler=cmd_slices)
     return parser
 
 
