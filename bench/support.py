@@ -3,14 +3,15 @@
 
     .venv/bin/python bench/support.py [--runbook health_check] [--rounds 5]
 
-Writes a small registry (the lab test's, prefix ``sr-``), boots one lab terminal (``sr-01``,
-127.0.82.1; stopped again at the end, also on failure), opens a ticket, then in each round runs both
+Writes a small registry (the lab test's, with its own prefix ``sb-``), boots one lab terminal (``sb-01``,
+127.0.83.1; stopped again at the end, also on failure), opens a ticket, then in each round runs both
 commands (alternating which goes first, so that machine noise hits both alike) and measures, from the
-moment the command is started, when its first task result is printed (``ok: [sr-01]`` for
+moment the command is started, when its first task result is printed (``ok: [sb-01]`` for
 ansible-playbook, the first progress line for ipm-support) and when it ends. Both use the same
 inventory, audit callback, vault password file and SSH settings; one warm-up run of each first.
 Last line: ``support runbook=<name> support_s=<s> playbook_s=<s> ratio=<r>`` (median end times; goal
-ratio <= 1.3). Do not run it while tests/lab/test_support_runbooks.py runs (same terminal name).
+ratio <= 1.3). Its terminal name and address are its own: it may run while tests/lab/test_support_runbooks.py
+(``sr-``, 127.0.82.n) runs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from test_support_runbooks import boot, stop, support_env, write_support_fleet  # noqa: E402
 
-TERMINAL = "sr-01"
+PREFIX = "sb"  # never the lab tests' prefixes (test_support_runbooks.SUBNETS)
+TERMINAL = f"{PREFIX}-01"
 PLAYBOOK_RESULT = ("ok: [", "changed: [", "fatal: [", "skipping: [")
 SUPPORT_RESULT = ("  ok ", "  changed ", "  failed ", "  skipped ")
 
@@ -74,7 +76,7 @@ def main() -> int:
         password = Path(secrets) / "vault-password"
         password.write_text(f"pw-{uuid.uuid4()}\n")
         password.chmod(0o600)
-        inventory = write_support_fleet(directory, password, f"canary-{uuid.uuid4()}")
+        inventory = write_support_fleet(directory, password, f"canary-{uuid.uuid4()}", prefix=PREFIX)
         env = dict(support_env(directory), PYTHONUNBUFFERED="1")
         ticket = TicketStore(directory / "support", registry=inventory).open_error(
             "srco", "minor", "benchmark", "bench", terminal=TERMINAL, actor="bench"

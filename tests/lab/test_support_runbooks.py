@@ -42,6 +42,14 @@ INTERFACES = {
 TERMINALS = [f"sr-{n:02d}" for n in range(1, 9)]
 UNREACHABLE, CLOSED, OTHER = "sr-30", "sr-29", "sr-28"
 SUPPORT_TIMEOUT = 600
+# Each user of this fleet has its own name prefix and addresses (127.0.<subnet>.n), so they never collide:
+# this test ``sr-``, bench/support.py ``sb-``, tests/lab/test_support_killed.py ``sh-``.
+SUBNETS = {"sr": 82, "sb": 83, "sh": 84}
+
+
+def address_of(name: str) -> str:
+    prefix, number = name.split("-")
+    return f"127.0.{SUBNETS[prefix]}.{int(number)}"
 
 
 def _closed_window(zone: str) -> list[dict]:
@@ -49,11 +57,16 @@ def _closed_window(zone: str) -> list[dict]:
     return [{"days": [DAYS[opened.weekday()]], "start": opened.strftime("%H:%M"), "duration_minutes": 60}]
 
 
+def renamed(name: str, prefix: str) -> str:
+    """``sr-01`` as another user of the fleet names it (``sb-01``)."""
+    return f"{prefix}-{name.split('-')[1]}"
+
+
 def _terminal(name: str) -> dict:
-    address = f"127.0.82.{int(name.split('-')[1])}"
+    address = address_of(name)
     return {
         "id": name,
-        "serial_number": f"PS300-SR-{name}",
+        "serial_number": f"PS300-{name.split('-')[0].upper()}-{name}",
         "model": "PS-300",
         "ring": "canary",
         "address": address,
@@ -87,8 +100,11 @@ def _customer(customer_id: str, sites: list[dict], parameters: str = "") -> str:
     return text.replace(line + "\n", pasted + "\n" if pasted else "")
 
 
-def write_support_fleet(directory: Path, vault_password_file: Path, canary: str) -> Path:
-    """The registry, its policy and inventory under ``directory``; returns the inventory directory."""
+def write_support_fleet(directory: Path, vault_password_file: Path, canary: str, prefix: str = "sr") -> Path:
+    """The registry, its policy and inventory under ``directory``; returns the inventory directory.
+
+    ``prefix`` names the terminals and sites (``sr``: this test's, see :data:`SUBNETS` for the others).
+    """
     encrypt = [str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(vault_password_file)]
     printed = subprocess.run(
         [*encrypt, "--name", "payment_api_token", canary],
@@ -103,14 +119,14 @@ def write_support_fleet(directory: Path, vault_password_file: Path, canary: str)
     catalog.pop("vpn", None)
     (registry / "catalog.yml").write_text(yaml.safe_dump(catalog, sort_keys=False))
     sites = [
-        {"id": "sr-paris", "name": "Paris", "city": "Paris", "timezone": "Europe/Paris", "windows": ALWAYS,
-         "terminals": [_terminal(t) for t in [*TERMINALS, UNREACHABLE]]},
-        {"id": "sr-newyork", "name": "New York", "city": "New York", "timezone": "America/New_York",
-         "windows": _closed_window("America/New_York"), "terminals": [_terminal(CLOSED)]},
+        {"id": f"{prefix}-paris", "name": "Paris", "city": "Paris", "timezone": "Europe/Paris", "windows": ALWAYS,
+         "terminals": [_terminal(renamed(t, prefix)) for t in [*TERMINALS, UNREACHABLE]]},
+        {"id": f"{prefix}-newyork", "name": "New York", "city": "New York", "timezone": "America/New_York",
+         "windows": _closed_window("America/New_York"), "terminals": [_terminal(renamed(CLOSED, prefix))]},
     ]  # fmt: skip
     (registry / "customers" / "srco.yml").write_text(_customer("srco", sites, printed))
-    other = [{"id": "sr-lyon", "name": "Lyon", "city": "Lyon", "timezone": "Europe/Paris", "windows": ALWAYS,
-              "terminals": [_terminal(OTHER)]}]  # fmt: skip
+    other = [{"id": f"{prefix}-lyon", "name": "Lyon", "city": "Lyon", "timezone": "Europe/Paris", "windows": ALWAYS,
+              "terminals": [_terminal(renamed(OTHER, prefix))]}]  # fmt: skip
     (registry / "customers" / "srother.yml").write_text(_customer("srother", other))
     user = os.environ.get("USER") or "root"
     policy = {
@@ -155,7 +171,7 @@ def boot(names: list[str]) -> None:
     from ipm_tools.lab import boot_terminals, spec_for
 
     specs = [
-        spec_for(name, f"127.0.82.{int(name.split('-')[1])}", i, {"ipm_model": "PS-300", "ipm_interfaces": INTERFACES})
+        spec_for(name, address_of(name), i, {"ipm_model": "PS-300", "ipm_interfaces": INTERFACES})
         for i, name in enumerate(names)
     ]
     boot_terminals(specs, progress=lambda *_args, **_kw: None)

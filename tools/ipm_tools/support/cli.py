@@ -7,6 +7,7 @@
     ipm-support ticket comment INC-n TEXT [--first-response]
     ipm-support ticket wait INC-n --reason TEXT | resume INC-n | resolve INC-n --resolution TEXT
     ipm-support ticket close INC-n [--resolution TEXT]
+    ipm-support jobs [INC-n] [--json]   runbook jobs and their state (a job whose ipm-support died: interrupted)
 
 The data lives in the support dir: ``--support-dir``, else $IPM_SUPPORT_DIR, else ~/.ipm/support. The
 person recorded is the OS user running the tool. Exit codes: 0 done, 2 a mistake in what was asked
@@ -21,7 +22,7 @@ import os
 import sys
 
 from ipm_tools import closed_output
-from ipm_tools.support import run_cli, runbooks_cli, sla_cli, tickets_cli
+from ipm_tools.support import jobs_cli, run_cli, runbooks_cli, sla_cli, tickets_cli
 from ipm_tools.support.tickets import StoreError, TicketError, default_registry
 
 DEFAULT_SUPPORT_DIR = "~/.ipm/support"
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     tickets_cli.register(subparsers)
     runbooks_cli.register(subparsers)
     run_cli.register(subparsers)
+    jobs_cli.register(subparsers)
     sla_cli.register(subparsers)
     return parser
 

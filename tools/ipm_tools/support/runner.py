@@ -19,6 +19,7 @@ successful     0     every task ran, none failed
 failed         1     a task failed (the runbook's message says why)
 unreachable    3     the terminal did not answer over SSH
 killed         4     ansible-playbook ended without its final statistics (killed, crashed)
+interrupted    4     (seen later by a reader) the ipm-support process itself died mid-job: ``jobs.py``
 (RunError)     2     bad input or denied: nothing was started
 =============  ====  ==========================================================================
 """
@@ -37,11 +38,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import os_user
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import Redactor
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry import load_fleet
 from ansible_collections.ipm.fleet.plugins.plugin_utils.vault_values import is_vault_value
 from ipm_tools import PROJECT_ROOT
 
+from . import jobs
 from .runbooks import CatalogError, Runbook, get_runbook
 from .tickets import TicketError, TicketStore
 
@@ -56,6 +59,19 @@ RESULT_EVENTS = {
     "runner_on_skipped": "skipped",
     "runner_item_on_failed": "failed",
 }
+
+
+SHIM_DIR = Path(__file__).resolve().parent / "shim"
+
+
+def _real_playbook(bindir: str) -> str:
+    beside = Path(bindir) / "ansible-playbook"
+    found = str(beside) if beside.exists() else shutil.which("ansible-playbook")
+    if not found:
+        raise RunError(
+            "ansible-playbook: not found beside this Python nor in PATH; install ansible-core (./run bootstrap)"
+        )
+    return found
 
 
 class RunError(Exception):
@@ -197,10 +213,25 @@ def _authorize(operator, book: Runbook, customer, ticket, terminal, justificatio
     return decision
 
 
+def _keep_jobs(keep_jobs: int | None) -> int:
+    """The job folders kept per ticket: ``keep_jobs``, else $IPM_SUPPORT_KEEP_JOBS, else 20; at least 1."""
+    where, value = "--keep-jobs", keep_jobs
+    if value is None:
+        where, value = "IPM_SUPPORT_KEEP_JOBS", os.environ.get("IPM_SUPPORT_KEEP_JOBS") or DEFAULT_KEEP_JOBS
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        raise RunError(f"{where} {value!r}: expected a whole number of job folders to keep, 1 or more")
+    return number
+
+
 def _prune(jobs_dir: Path, keep: int, current: Path) -> None:
-    jobs = sorted((p for p in jobs_dir.iterdir() if p.is_dir() and p != current), key=lambda p: p.name)
-    for old in jobs[: max(0, len(jobs) - (keep - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
+    folders = sorted((p for p in jobs_dir.iterdir() if p.is_dir() and p != current), key=lambda p: p.name)
+    for old in folders[: max(0, len(folders) - (keep - 1))]:
+        if not jobs.is_running(old):  # a job running in parallel on the same ticket keeps its folder
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class _Job:
@@ -317,6 +348,7 @@ def run_runbook(
     import ansible_runner
 
     called = time.monotonic()
+    keep = _keep_jobs(keep_jobs)
     try:
         book: Runbook = get_runbook(runbook, runbooks_root)
     except CatalogError as error:
@@ -343,6 +375,8 @@ def run_runbook(
         )
     if record.status == "closed":
         raise RunError(f"ticket {record.id} is closed: open a new ticket for new work")
+    with contextlib.suppress(TicketError, OSError):  # a job of this ticket whose ipm-support died: noted first
+        jobs.reconcile(store, record.id, operator or os_user())
     variables = dict(extra_vars or {})
     decision = _authorize(
         operator,
@@ -356,16 +390,17 @@ def run_runbook(
     )
     operator_name = decision.operator
 
-    keep = keep_jobs or int(os.environ.get("IPM_SUPPORT_KEEP_JOBS") or DEFAULT_KEEP_JOBS)
     started_at = utc_now()
     ident = f"{record.id}-{started_at.strftime('%Y%m%dT%H%M%S%fZ')}"
-    jobs_dir = store.folder(record.id) / "jobs"
+    try:
+        jobs_dir = store.folder(record.id) / "jobs"
+    except OSError as error:
+        raise RunError(f"support dir {store.support_dir}: cannot make the ticket's folder: {error.strerror}") from None
     job_dir = jobs_dir / ident
-    job_dir.mkdir(parents=True, mode=0o700)
     artifact_dir = job_dir / "artifacts" / ident
     if vault_password_file:
         vault_path = Path(vault_password_file).resolve()
-        if job_dir.resolve() in vault_path.parents:
+        if jobs_dir.resolve() in vault_path.parents:
             raise RunError(f"vault password file {vault_path}: keep it outside the job folders")
     secrets = _secret_values(customer, site, terminal_doc, vault_password_file)
     redactor = Redactor()
@@ -383,7 +418,27 @@ def run_runbook(
     if justification:
         variables["justification"] = justification
     redactor.collect(variables)
-    job_file = job_dir / "job.json"
+    try:
+        job_dir.mkdir(parents=True, mode=0o700)
+        # Held until the job's end is recorded: a reader taking it knows this process is gone (jobs.py).
+        lock = jobs.hold(job_dir)
+    except OSError as error:
+        raise RunError(f"job folder {job_dir}: cannot be made: {error.strerror}; nothing was started") from None
+    try:
+        return _run_job(
+            ansible_runner, store, record, book, terminal, inventory_file, operator_name, variables, redactor,
+            vault_password_file, progress, called, started_at, ident, jobs_dir, job_dir, artifact_dir, keep,
+            timeout,
+        )  # fmt: skip
+    finally:
+        jobs.release(lock)
+
+
+def _run_job(
+    ansible_runner, store, record, book, terminal, inventory_file, operator_name, variables, redactor,
+    vault_password_file, progress, called, started_at, ident, jobs_dir, job_dir, artifact_dir, keep, timeout,
+) -> RunResult:  # fmt: skip
+    """The job itself, its lock held (see :func:`run_runbook`)."""
     job_info = {
         "ident": ident,
         "runbook": book.name,
@@ -393,8 +448,10 @@ def run_runbook(
         "operator": operator_name,
         "started_utc": _iso(started_at),
         "status": "running",
+        "pid": os.getpid(),
+        "pid_start": jobs.process_start(os.getpid()),
     }
-    job_file.write_text(json.dumps(job_info, indent=2))
+    jobs.write_info(job_dir, job_info)
     note = {"runbook": book.name, "terminal": terminal, "ident": ident, "job_dir": str(job_dir)}
     store.note(record.id, operator_name, f"runbook {book.name} started on {terminal}", kind="job_started", data=note)
 
@@ -403,7 +460,9 @@ def run_runbook(
         "ANSIBLE_CONFIG": os.environ.get("ANSIBLE_CONFIG") or str(PROJECT_ROOT / "ansible.cfg"),
         "ANSIBLE_COLLECTIONS_PATH": str(PROJECT_ROOT / "collections"),
         "ANSIBLE_NOCOLOR": "1",
-        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        # The shim first: the playbook ends when this process dies (shim/ansible-playbook).
+        "PATH": os.pathsep.join((str(SHIM_DIR), bindir, os.environ.get("PATH", ""))),
+        "IPM_SUPPORT_PLAYBOOK": _real_playbook(bindir),
     }
     cmdline = f"--vault-password-file {vault_password_file}" if vault_password_file else None
     job = _Job(ident, artifact_dir, redactor, progress, called)
@@ -451,7 +510,7 @@ def run_runbook(
     job_info.update(
         status=status, rc=rc, finished_utc=result.finished_utc, message=result.message, exit_code=result.exit_code
     )
-    job_file.write_text(json.dumps(job_info, indent=2))
+    jobs.write_info(job_dir, job_info)
     store.note(
         record.id,
         operator_name,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils import sla_clock as sc
 from ipm_tools.support.tickets import Event, Ticket, TicketError, TicketStore, parse_utc
@@ -121,6 +122,8 @@ def ticket_sla(ticket: Ticket, events: list[Event], contracts: Contracts, now: d
 def month_bounds(month: str) -> tuple[datetime.datetime, datetime.datetime]:
     """'2027-01' -> [first instant, first instant of the next month) in UTC."""
     try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", str(month)):
+            raise ValueError(month)
         start = datetime.datetime.strptime(month, "%Y-%m").replace(tzinfo=datetime.UTC)
     except ValueError:
         raise TicketError(f"--month {month!r}: expected YYYY-MM, e.g. 2027-01") from None
@@ -145,8 +148,12 @@ def report(
         if customer:
             contracts.document(customer)  # an unknown customer is a mistake, not an empty report
         tickets = store.list(customer=customer)
-    if month:
+    if month is not None:
         start, end = month_bounds(month)
+        if start > now:
+            raise TicketError(
+                f"--month {month}: in the future (it is {now:%Y-%m} now, UTC); give this month or an earlier one"
+            )
         tickets = [t for t in tickets if start <= parse_utc(t.opened_utc) < end]
     out = []
     for ticket in tickets:

@@ -18,6 +18,7 @@ line saying what the ticket's state is and what can be done.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -35,7 +36,7 @@ from ipm_tools import PROJECT_ROOT
 
 SCHEMA_VERSION = 1
 DB_FILE = "tickets.sqlite"
-BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_MS = 60_000  # how long a change waits for another writer; $IPM_SUPPORT_LOCK_TIMEOUT (seconds)
 
 SEVERITIES = ("critical", "major", "minor", "temporary")
 STATUSES = ("open", "waiting", "resolved", "closed")
@@ -107,6 +108,41 @@ class UnknownTicket(TicketError):
 
 class StoreError(TicketError):
     """The ticket database or the registry cannot be used (corrupt, foreign, locked, unreadable): exit 1."""
+
+
+def _busy_timeout_ms() -> int:
+    text = os.environ.get("IPM_SUPPORT_LOCK_TIMEOUT")
+    if not text:
+        return BUSY_TIMEOUT_MS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86_400:
+        raise StoreError(f"IPM_SUPPORT_LOCK_TIMEOUT {text!r}: expected seconds to wait for another writer, 0 to 86400")
+    return int(seconds * 1000)
+
+
+def _sqlite_hint(error: Exception) -> str:
+    """What to do about an SQLite error, as the end of the one line."""
+    text = str(error).lower()
+    if "full" in text or "disk i/o" in text:
+        return f"{error}: free space on the support dir's file system, then try again (nothing was changed)"
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return f"{error}: the support dir must be writable by this user (or point --support-dir elsewhere)"
+    if "locked" in text or "busy" in text:
+        return (
+            f"{error}: another process held the ticket database longer than the lock timeout "
+            "($IPM_SUPPORT_LOCK_TIMEOUT seconds, default 60); try again when it is done (nothing was changed)"
+        )
+    return str(error)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    """Roll back what is pending, if anything: a failed COMMIT (disk full) may have ended the transaction."""
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
 
 
 @dataclass
@@ -240,16 +276,22 @@ class TicketStore:
         if not self.path.exists():
             if not create:
                 return None
+            where = display_path(str(self.support_dir))
+            if self.support_dir.exists() and not self.support_dir.is_dir():
+                raise StoreError(f"support dir {where}: not a directory; point --support-dir at a directory")
             try:
                 self.support_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise StoreError(f"support dir {display_path(str(self.support_dir))}: {error.strerror}") from None
+                raise StoreError(
+                    f"support dir {where}: cannot be made ({error.strerror}); point --support-dir at a writable place"
+                ) from None
+        busy = _busy_timeout_ms()
         try:
-            connection = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            connection = sqlite3.connect(str(self.path), timeout=busy / 1000, isolation_level=None)
         except sqlite3.Error as error:
-            raise StoreError(f"{self._where()}: cannot open the ticket database: {error}") from None
+            raise StoreError(f"{self._where()}: cannot open the ticket database: {_sqlite_hint(error)}") from None
         try:
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"PRAGMA busy_timeout = {busy}")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._create_schema(connection)
@@ -263,10 +305,12 @@ class TicketStore:
             connection.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as error:
             connection.close()
-            raise StoreError(
-                f"{self._where()}: not a usable ticket database ({error}); it was left as it is: "
-                "restore it from a backup of the support dir or move it away"
-            ) from None
+            if not isinstance(error, sqlite3.OperationalError) or "not a database" in str(error):
+                raise StoreError(
+                    f"{self._where()}: not a usable ticket database ({error}); it was left as it is: "
+                    "restore it from a backup of the support dir or move it away"
+                ) from None
+            raise StoreError(f"{self._where()}: cannot open the ticket database: {_sqlite_hint(error)}") from None
         except BaseException:
             connection.close()
             raise
@@ -289,7 +333,7 @@ class TicketStore:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)
             raise
 
     def _read(self, query: str, params=()) -> list[sqlite3.Row]:
@@ -300,7 +344,10 @@ class TicketStore:
             connection.row_factory = sqlite3.Row
             return connection.execute(query, params).fetchall()
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self._where()}: cannot read the tickets: {error}") from None
+            hint = _sqlite_hint(error)
+            if "no such table" in str(error) or "no such column" in str(error):
+                hint = f"{error}: not this tool's ticket database; it was left as it is: move it away"
+            raise StoreError(f"{self._where()}: cannot read the tickets: {hint}") from None
         finally:
             connection.close()
 
@@ -314,11 +361,11 @@ class TicketStore:
                 result = change(connection)
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                _rollback(connection)
                 raise
             return result
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self._where()}: the change was not recorded: {error}") from None
+            raise StoreError(f"{self._where()}: the change was not recorded: {_sqlite_hint(error)}") from None
         finally:
             connection.close()
 

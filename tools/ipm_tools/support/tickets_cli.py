@@ -108,12 +108,16 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from . import jobs
+
     store = store_for(args)
     ticket = store.get(args.ticket)
+    job_views = jobs.reconcile(store, ticket.id, os_user())  # a job whose ipm-support died: noted first
     events = store.events(ticket.id)
     if args.json:
         document = _ticket_json(ticket)
         document["events"] = [_event_json(e, ticket.timezone) for e in events]
+        document["jobs"] = [view.as_dict() for view in job_views]
         print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
     form = "error report" if ticket.kind == "error" else "feature request"
@@ -145,6 +149,10 @@ def cmd_show(args) -> int:
         if event.data:
             line += "  " + json.dumps(event.data, sort_keys=True, ensure_ascii=False)
         print(line)
+    if job_views:
+        print("  jobs:")
+        for view in job_views:
+            print(f"    {view.line()}" + ("" if view.persisted else "  (not recorded: the support dir is read-only)"))
     return 0
 
 
