@@ -186,6 +186,18 @@ def check_ee_file(path: Path) -> dict:
         raise AwxError(f"{path}: expected a mapping (ansible-builder's execution environment definition)")
     if data.get("version") != 3:
         raise AwxError(f"{path}: version: expected 3 (ansible-builder 3 schema), found {data.get('version')!r}")
+    try:  # builder's own schema and file checks, before the (slow) tarball is built
+        from ansible_builder.exceptions import DefinitionError
+        from ansible_builder.user_definition import UserDefinition
+    except ImportError:
+        raise AwxError("ansible-builder is not installed: `./run bootstrap` (pyproject.toml's dev extra)") from None
+    try:
+        UserDefinition(str(path)).validate()
+    except DefinitionError as error:
+        where = "/".join(str(p) for p in (error.path or []) if p not in ("properties", "additionalProperties"))
+        raise AwxError(
+            f"{path}: not a valid ansible-builder 3 definition: {error.msg}" + (f" (schema: {where})" if where else "")
+        ) from None
     return data
 
 
