@@ -13,6 +13,12 @@ release's manifest and a small ``release.json`` (version and the ``current`` lin
 staged in a directory of its own (mode 0700) and listed with its size and sha256; a failure (the
 terminal's disk full, an unreadable file) removes the staging and says why.
 
+**Stream** (:func:`stream`) is prepare and the transfer in one process on the terminal, run by the
+controller's ``ipm.fleet.backup`` over one SSH command (no module start-up): it stages, writes one
+header line (what was staged, each file's size and sha256, and which files it sends: those whose
+sha256 differs from the controller's previous backup), then the files to send as one ``tar``
+stream, and removes the staging.
+
 **Restore** (:func:`restore`) puts a backup's files back: they were copied into the staging by the
 controller and are checked against the manifest's sha256 first; then ipm-app is stopped (a clear
 error when it cannot be), the current data and parameters are copied aside, the backup's files
@@ -34,6 +40,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 
 from ansible_collections.ipm.fleet.plugins.module_utils import release_switch as rs
@@ -247,6 +255,44 @@ def prepare(staging=STAGING, root="/"):
         "hardware": {"model": hardware.get("model"), "serial_number": hardware.get("serial_number")},
         "parameters_sha256": parameters_digest(root),
     }
+
+
+STREAM_MAGIC = b"IPM-BACKUP-STREAM 1 "
+
+
+def _header(out, data):
+    out.write(STREAM_MAGIC + json.dumps(data, sort_keys=True).encode("utf-8") + b"\n")
+    out.flush()
+
+
+def stream(staging=STAGING, reusable=None, out=None, root="/"):
+    """Stage a backup (:func:`prepare`) and send it on OUT (a binary file: the SSH channel) in one pass.
+
+    Writes one line, ``STREAM_MAGIC`` and a JSON object: prepare's result plus ``send``, the staged
+    paths whose sha256 differs from REUSABLE (``{path: sha256}`` of the controller's previous
+    backup), or ``{"failed": true, "msg": ...}``; then, when ``send`` is not empty, those files as
+    one ``tar`` stream (the system's tar: no Python in the data path). The staging is removed
+    afterwards, also on failure. Returns the exit status for the process (tar's).
+    """
+    out = out if out is not None else sys.stdout.buffer
+    if os.geteuid() != 0:
+        _header(out, {"failed": True, "msg": "a backup needs root on the terminal: connect as root"})
+        return 0
+    try:
+        result = prepare(staging, root)
+    except BackupError as exc:
+        _header(out, {"failed": True, "msg": str(exc), "staging": staging})
+        return 0
+    try:
+        reusable = reusable or {}
+        send = [f["path"] for f in result["files"] if reusable.get(f["path"]) != f["sha256"]]
+        result["send"] = send
+        _header(out, result)
+        if not send:
+            return 0
+        return subprocess.call(["tar", "-c", "-f", "-", "-C", staging, "--", *send], stdout=out.fileno())
+    finally:
+        cleanup(staging)
 
 
 def parameters_digest(root="/"):

@@ -10,16 +10,20 @@ module: backup
 short_description: Back up a terminal into the controller's backup store, sending only what changed
 version_added: 0.1.0
 description:
-  - Runs M(ipm.fleet.backup_prepare) on the terminal (a consistent copy of the application's data
-    while ipm-app keeps serving - sqlite's online backup - plus the parameters, the installed
-    release, the hardware identity and the peripheral configuration, each with its size and sha256).
-  - Compares each file's sha256 with the terminal's latest backup in the store; fetches only the
-    changed files and hard-links the unchanged ones from the previous backup, so a second backup of
-    unchanged data moves almost nothing.
-  - Over the C(ssh) connection (key authentication, no become) the changed files come in one C(tar)
-    stream over the task's own SSH connection; each is written into the store while hashed and
-    checked against the terminal's sha256 (one pass), and the same command removes the staging.
-    Other connections fetch the files one by one and hash them after.
+  - Stages on the terminal a consistent copy of the application's data while ipm-app keeps
+    serving (sqlite's online backup), plus the parameters, the installed release, the hardware
+    identity and the peripheral configuration, each with its size and sha256.
+  - The files of the terminal's latest backup in the store are hard-linked into the new one (and
+    re-hashed); only the files whose sha256 changed are sent, so a second backup of unchanged data
+    moves almost nothing.
+  - Over the C(ssh) connection (key authentication, no become) staging and transfer are one SSH
+    command over the task's own connection - C(python3) on the terminal runs the collection's
+    module_utils (sent on stdin, no module start-up), writes one header line (what was staged and
+    what it sends) and then the changed files as one C(tar) stream, and removes the staging; each
+    file is written into the store while hashed and checked against the terminal's sha256 (one
+    pass). The task prints one line per terminal (what was stored, where).
+  - Other connections run M(ipm.fleet.backup_prepare), fetch the files one by one and hash them
+    after.
   - Writes the manifest (terminal, customer, site, serial number, model, the site's time zone, the
     time in UTC from the controller's clock and in site time, release, parameters digest, operator,
     change or ticket id, the database's transactions count, last transaction and integrity, every

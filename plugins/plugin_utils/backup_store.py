@@ -540,6 +540,14 @@ class PartialBackup:
         st = os.stat(target)
         self._hashed[rel] = ((st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns), digest)
 
+    def forget(self, relpath: str) -> None:
+        """Take ``relpath`` out of this backup again (a file linked from the previous backup that the
+        terminal no longer has)."""
+        rel, target = self._target(relpath)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        self._hashed.pop(rel, None)
+
     def path_for(self, relpath: str) -> str:
         """Where ``relpath`` goes in this backup (parent directories created): fetch straight there, then
         ``add_file(relpath, that_path)`` hashes and registers it without a copy."""

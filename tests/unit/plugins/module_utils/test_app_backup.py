@@ -153,3 +153,53 @@ def test_a_failure_after_the_stop_puts_the_previous_data_back(running, tmp_path)
     assert (root / ab.PARAMETERS).read_bytes() == before
     summary = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{service.port}/transactions", timeout=5).read())
     assert summary["count"] == 2
+
+
+def test_stream_sends_a_header_then_only_the_changed_files_as_tar(running, tmp_path, monkeypatch):
+    """stream(): one header line (what was staged, what is sent), then a tar of the files whose sha256
+    differs from the previous backup's; the staging is gone afterwards."""
+    import io
+    import tarfile
+
+    root, service = running
+    post(service.port)
+    monkeypatch.setattr(ab.os, "geteuid", lambda: 0)  # the root check; the tree is a temporary one
+    staging = tmp_path / "staging"
+
+    def run(reusable):
+        out = tmp_path / f"out-{len(reusable)}"
+        with open(out, "wb") as handle:
+            assert ab.stream(str(staging), reusable, handle, str(root)) == 0
+        data = out.read_bytes()
+        line, _, rest = data.partition(b"\n")
+        assert line.startswith(ab.STREAM_MAGIC)
+        return json.loads(line[len(ab.STREAM_MAGIC) :]), rest
+
+    header, rest = run({})
+    by_path = {f["path"]: f for f in header["files"]}
+    assert sorted(header["send"]) == sorted(by_path) and header["database"]["integrity"] == "ok"
+    with tarfile.open(fileobj=io.BytesIO(rest), mode="r|") as archive:
+        for member in archive:
+            body = archive.extractfile(member).read()
+            assert hashlib.sha256(body).hexdigest() == by_path[member.name]["sha256"], member.name
+            by_path.pop(member.name)
+    assert by_path == {} and not staging.exists()
+    # The previous backup holds the same files: nothing is sent, only the header.
+    again, rest = run({f["path"]: f["sha256"] for f in header["files"]})
+    assert again["send"] == [] and rest == b"" and not staging.exists()
+    # A changed parameters file is the only one sent.
+    with open(root / "etc/ipm/app.yml", "a") as handle:
+        handle.write("terminal_label: changed\n")
+    changed, rest = run({f["path"]: f["sha256"] for f in header["files"]})
+    assert changed["send"] == [ab.PARAMETERS] and rest
+
+
+def test_stream_says_why_in_the_header_when_staging_fails(running, tmp_path, monkeypatch):
+    root, _service = running
+    monkeypatch.setattr(ab.os, "geteuid", lambda: 0)
+    (root / ab.DATABASE).unlink()
+    out = tmp_path / "out"
+    with open(out, "wb") as handle:
+        assert ab.stream(str(tmp_path / "staging"), {}, handle, str(root)) == 0
+    header = json.loads(out.read_bytes().partition(b"\n")[0][len(ab.STREAM_MAGIC) :])
+    assert header["failed"] and "no application database" in header["msg"]
