@@ -22,6 +22,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import yaml
+
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_context import os_user, resolve_operator
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import AuditLogError, AuditWriter, load_key
 from ansible_collections.ipm.fleet.plugins.plugin_utils.registry_check import (
@@ -41,6 +43,7 @@ READ_ONLY_PLAYBOOKS = frozenset(("compat_report", "snapshot"))
 # Playbooks whose runs past the canary ring need a change approved by a second `it` person.
 FOUR_EYES_DEFAULT = ("rollout", "parameters", "patch")
 POLICY_ENV = "IPM_POLICY_FILE"
+MAX_POLICY_BYTES = 1024 * 1024  # a bigger file is refused before it is parsed (time, memory)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 _PATTERN = re.compile(r"^[a-z0-9_*?\[\]-]+$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -144,9 +147,19 @@ def load_policy(path: str) -> Policy:
     if cached and cached[0] == stamp:
         return cached[1]
     problems: list[Problem] = []
+    if stat.st_size > MAX_POLICY_BYTES:
+        raise PolicyError(
+            Problem(
+                rel,
+                (),
+                f"the policy file is {stat.st_size:,} bytes, more than {MAX_POLICY_BYTES:,}; everything is denied",
+                "a policy of people and roles (10,000 people fit in about 1 MB); check it is the right file",
+            )
+        )
     data, ok, _shared = load_file(path, rel, problems)
     if not ok:
         raise PolicyError(problems)
+    _duplicate_keys(path, rel, problems)
     policy = _build(path, rel, data, problems)
     if problems:
         _locate(path, problems)
@@ -328,6 +341,44 @@ def _person(name, spec, policy, report) -> Person | None:
     return Person(name, tuple(roles), allowed, vendor)
 
 
+def _duplicate_keys(path, rel, problems) -> None:
+    """A key given twice in one mapping (YAML keeps the last one silently): a second entry for a person or a
+    role would change what they may do unseen, so the policy is refused."""
+    try:
+        root = compose_file(path)
+    except Exception:  # load_file read it already: the same limits apply
+        return
+    seen_nodes: set[int] = set()
+
+    def walk(node, keys):
+        if node is None or id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None:
+                    if key in lines:
+                        problems.append(
+                            Problem(
+                                rel,
+                                (*keys, key),
+                                "duplicate key (YAML would keep the last one only)",
+                                "each person, role and key once",
+                                f"also on line {lines[key]}",
+                                key_node.start_mark.line + 1,
+                            )
+                        )
+                    lines.setdefault(key, key_node.start_mark.line + 1)
+                walk(value_node, (*keys, key if key is not None else "?"))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*keys, index))
+
+    walk(root, ())
+
+
 def _locate(path, problems):
     """Add line numbers from the YAML node graph (as the registry does)."""
     try:
@@ -405,6 +456,11 @@ def contract_status(contract: Mapping | None, maintenance_type: str | None, toda
     if not isinstance(contract, Mapping) or not contract:
         return "the customer has no contract in the registry"
     start, end = _parse_date(contract.get("start")), _parse_date(contract.get("end"))
+    for key, parsed in (("start", start), ("end", end)):
+        if contract.get(key) not in (None, "") and parsed is None:  # never read as "open-ended" by accident
+            return f"the contract's {key} {contract.get(key)!r} is not a day YYYY-MM-DD: fix the registry"
+    if start is not None and end is not None and end < start:
+        return f"the contract ends ({end.isoformat()}) before it starts ({start.isoformat()}): fix the registry"
     if start is not None and today < start:
         return f"the contract starts on {start.isoformat()}"
     if end is not None and today > end:

@@ -13,9 +13,12 @@ In the customer's (or site's) language: French, English, German or Spanish (--la
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import math
 import os
 import sys
+import tempfile
 import time
 
 import ipm_tools  # noqa: F401 - puts collections/ on sys.path
@@ -155,6 +158,8 @@ def _drift(fleet, doc, store, when):
 def _incidents(args, customer_id, period):
     """Incidents of the period from the support tickets, or None when there is no support data to read."""
     directory = args.support_dir
+    if directory and os.path.exists(os.path.expanduser(directory)) and not os.path.isdir(os.path.expanduser(directory)):
+        raise UsageError(f"--support-dir {directory}: not a directory; give the support dir (or leave it out)")
     if not directory or not os.path.isdir(os.path.expanduser(directory)):
         return None
     try:
@@ -204,9 +209,29 @@ def _language(args, preferred, country=None):
 
 def _period(text):
     try:
-        return report_data.parse_period(text)
+        period = report_data.parse_period(text)
     except report_data.PeriodError as exc:
         raise UsageError(f"--period: {exc}") from None
+    return period
+
+
+def _history(args) -> str:
+    """The history store: a directory (a missing one means no snapshots yet), never a file."""
+    path = os.path.expanduser(args.history)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--history {path}: not a directory; give the configuration history store (ipm-config)")
+    return path
+
+
+def _rate(text: str) -> float:
+    """--hourly-rate: a finite price of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a price of 0 or more, e.g. 85 or 85.50")
+    return value
 
 
 def _aggregate(args, path, period, customer=None):
@@ -233,7 +258,7 @@ def cmd_maintenance(args):
     progress.step("drift at the end of the period")
     zone = doc["sites"][0].get("timezone") if doc["sites"] else "UTC"
     last_moment = period.end - datetime.timedelta(microseconds=1)
-    drift = _drift(fleet, doc, args.history, last_moment)
+    drift = _drift(fleet, doc, _history(args), last_moment)
     f = _language(args, customer.get("languages"), customer.get("country"))
     currency = (customer.get("parameters") or {}).get("currency")
     document = build.maintenance(
@@ -267,11 +292,10 @@ def cmd_site(args):
         when = config_history.parse_when(args.date, None) if args.date else datetime.datetime.now(datetime.UTC)
     except config_history.HistoryError as exc:
         raise UsageError(f"--date: {exc}") from None
+    history = _history(args)
     rows = []
     for terminal in site_doc["terminals"]:
-        snapshot = (
-            config_history.snapshot_as_of(args.history, terminal["id"], when) if os.path.isdir(args.history) else None
-        )
+        snapshot = config_history.snapshot_as_of(history, terminal["id"], when) if os.path.isdir(history) else None
         rows.append({"terminal": terminal["id"], "model": terminal.get("model"), "snapshot": snapshot})
     language = site_doc.get("language") or (customer.get("languages") or [None])[0]
     f = _language(
@@ -301,21 +325,50 @@ def _write(args, document, progress, verification):
         progress.done()
         sys.stdout.write(text)
     else:
-        try:
-            if isinstance(text, bytes):
-                with open(args.output, "wb") as handle:
-                    handle.write(text)
-            else:
-                with open(args.output, "w", encoding="utf-8", newline="") as handle:
-                    handle.write(text)
-        except OSError as exc:
-            raise UsageError(f"{args.output}: cannot write the report ({exc.strerror})") from None
+        _write_file(args.output, text.encode("utf-8") if isinstance(text, str) else text)
         progress.done()
         print(f"{document['kind']} report ({document['lang']}) written to {args.output}", file=sys.stderr)
     if verification is not None and not verification["ok"]:
         print(f"ipm-report: the audit log FAILED verification: {verification['problem']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_file(output: str, data: bytes) -> None:
+    """The report written to a temporary name beside OUTPUT, then renamed: never a half-written report."""
+    target = os.path.expanduser(output)
+    folder = os.path.dirname(os.path.abspath(target))
+    if os.path.isdir(target):
+        raise UsageError(
+            f"--output {output}: a directory; give a file name, e.g. {os.path.join(output, 'report.html')}"
+        )
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--output {output}: {folder} is a file, not a directory; write elsewhere")
+    if not os.path.isdir(folder):
+        raise UsageError(f"--output {output}: the directory {folder} does not exist; create it or write elsewhere")
+    temporary = None
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644 & ~_umask())
+        os.replace(temporary, target)
+    except OSError as exc:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        raise UsageError(
+            f"--output {output}: cannot write the report ({exc.strerror}); nothing was written there: "
+            "free space or choose a writable place"
+        ) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -349,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintenance", parents=[common], help="a customer's maintenance report of a period")
     p.add_argument("--customer", required=True, help="customer id")
     p.add_argument("--period", required=True, help="YYYY-MM, YYYY or YYYY-MM-DD..YYYY-MM-DD (UTC)")
-    p.add_argument("--hourly-rate", type=float, help="price of an hour on terminals, in the customer's currency")
+    p.add_argument("--hourly-rate", type=_rate, help="price of an hour on terminals, in the customer's currency")
     p.set_defaults(func=cmd_maintenance)
     p = sub.add_parser("audit", parents=[common], help="the audit report of a period")
     p.add_argument("--period", required=True, help="YYYY-MM, YYYY or YYYY-MM-DD..YYYY-MM-DD (UTC)")

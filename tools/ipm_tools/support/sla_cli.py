@@ -64,7 +64,10 @@ def handle(args) -> int:
         print(f"{ticket.id}: a {ticket.kind} ticket has no SLA clock (only error reports with a severity)")
         return 0
     if not slas:
-        print("no error reports match")
+        future = ""
+        if args.month and sla_mod.month_bounds(args.month)[0] > now:
+            future = f" (--month {args.month} is in the future: it is {now:%Y-%m} now, UTC)"
+        print("no error reports match" + future)
         return 0
     for sla in slas:
         print(_ticket_text(sla))
