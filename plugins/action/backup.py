@@ -248,6 +248,10 @@ class ActionModule(ActionBase):
         except OSError as exc:  # writing the fetched file on the controller: the store full or not writable
             error = store._write_error(exc, partial)
             raise AnsibleActionFail("ipm.fleet.backup: %s: %s; no backup was stored" % (terminal, error)) from None
+        except AnsibleConnectionFailure:
+            partial.abort()
+            done = True  # unreachable: no second attempt to remove the staging (its next backup replaces it)
+            raise
         except BaseException:
             partial.abort()
             raise
