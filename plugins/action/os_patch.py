@@ -22,7 +22,7 @@ from ansible_collections.ipm.fleet.plugins.module_utils.maintenance_window impor
 from ansible_collections.ipm.fleet.plugins.plugin_utils.rollout_rules import deferral_reason
 
 # Options of the action alone (the controller's side); the others go to the module.
-_ACTION_ONLY = ("mirror_keyring", "site_windows", "site_timezone", "window", "reboot_budget")
+_ACTION_ONLY = ("mirror_keyring", "site_windows", "site_timezone", "window", "reboot_budget", "window_justification")
 
 
 def keyring_text(path):
@@ -70,7 +70,7 @@ class ActionModule(ActionBase):
                 reason=deferral_reason(opened, windows),
                 msg="deferred: %s" % deferral_reason(opened, windows),
             )
-            return result
+            return self._with_ledger(result, extra)
         if extra["mirror_keyring"] and args.get("mirror_url"):
             args["mirror_key"] = keyring_text(extra["mirror_keyring"])
         result.update(self._execute_module(module_name="ipm.fleet.os_patch", module_args=args, task_vars=task_vars))
@@ -82,4 +82,22 @@ class ActionModule(ActionBase):
             result["window"] = opened
             result["window_ignored"] = mode == "ignore"
             result["reboot_decision"] = rules.reboot_after_patch(result, now, budget, window_ignored=mode == "ignore")
+        return self._with_ledger(result, extra)
+
+    def _with_ledger(self, result, extra):
+        """RESULT with ``ledger``: the ledger entry's result, reason and details when no reboot follows.
+
+        Computed here with the rules the role's filters use (patch_outcome, patch_details), so that the role's
+        ledger task reads values instead of loading the filter plugins in every terminal's worker; a terminal
+        that reboots (or was not reached) gets its entry from the filters, with the reboot's outcome.
+        """
+        state = {"decision": result.get("reboot_decision") or {}}
+        outcome = rules.patch_outcome(result, state)
+        result["ledger"] = {
+            "result": outcome["result"],
+            "reason": outcome["reason"],
+            "details": rules.patch_details(
+                result, state, self._task.args.get("scope") or rules.DEFAULT_SCOPE, extra["window_justification"] or ""
+            ),
+        }
         return result

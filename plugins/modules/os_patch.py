@@ -116,6 +116,11 @@ options:
     description: Seconds a reboot takes; a reboot is decided only when the open window still has them.
     type: float
     default: 600
+  window_justification:
+    description:
+      - Why the maintenance windows are ignored (O(window=ignore)); written to C(ledger.details). On the controller only.
+    type: str
+    default: ""
 extends_documentation_fragment:
   - ipm.fleet.attributes
   - ipm.fleet.attributes.platform
@@ -240,6 +245,13 @@ deferred:
 window:
   description: The site's window state when the task started (C(open), C(window), C(closes_at), C(next_opens_at)).
   returned: with site_windows
+  type: dict
+ledger:
+  description:
+    - The ledger entry of the run when no reboot follows - C(result), C(reason) and C(details), as the filters
+      P(ipm.fleet.patch_outcome#filter) and P(ipm.fleet.patch_details#filter) give them for the reboot decision alone
+      (the role records it with M(ipm.fleet.delivery); a terminal that reboots gets its entry after the reboot).
+  returned: always (on the controller)
   type: dict
 reboot_decision:
   description: Reboot now or leave it pending - C(reboot), C(pending), C(reason), C(seconds_left) (the playbook reboots).
@@ -522,6 +534,7 @@ def main():
             site_timezone=dict(type="str", default="UTC"),
             window=dict(type="str", default="respect", choices=["respect", "ignore"]),
             reboot_budget=dict(type="float", default=rules.DEFAULT_REBOOT_BUDGET_S),
+            window_justification=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
