@@ -114,6 +114,8 @@ def inventory_for(hosts: dict[str, dict], path: Path, repository: aptrepo.Reposi
                 "os_patch_mirror_url": url,
                 "os_patch_mirror_keyring": str(repository.keyring),
                 "patch_reboot_budget_s": REBOOT_BUDGET_S,
+                # As the demo inventory (and a real fleet's): Debian's python3, no interpreter discovery round.
+                "ansible_python_interpreter": "/usr/bin/python3",
             },
             "children": {"ring_broad": {"hosts": hosts}},
         }
