@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_log import head_path, iter_records, load_key, verify_log
 
-CHANGE_ID = re.compile(r"^CHG-[0-9A-Za-z-]+$")
+CHANGE_ID = re.compile(r"^CHG-[0-9A-Za-z-]+\Z")  # \Z: no trailing newline (a $ would let one through)
 REQUESTER_ROLES = ("it", "l2")
 APPROVER_ROLE = "it"
 

@@ -300,6 +300,13 @@ class TicketStore:
                     f"{self._where()}: schema version {version} is newer than this tool's ({SCHEMA_VERSION}); "
                     "upgrade ipm.fleet"
                 )
+            else:
+                names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"tickets", "events", "counters"} <= names:
+                    raise StoreError(
+                        f"{self._where()}: an SQLite file of schema version {version} without the ticket tables, "
+                        "not this tool's ticket database; it was left as it is: move it away"
+                    )
             if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA foreign_keys = ON")
@@ -365,7 +372,10 @@ class TicketStore:
                 raise
             return result
         except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self._where()}: the change was not recorded: {_sqlite_hint(error)}") from None
+            hint = _sqlite_hint(error)
+            if "no such table" in str(error) or "no such column" in str(error):
+                hint = f"{error}: not this tool's ticket database; it was left as it is: move it away"
+            raise StoreError(f"{self._where()}: the change was not recorded: {hint}") from None
         finally:
             connection.close()
 
