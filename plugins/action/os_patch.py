@@ -41,6 +41,22 @@ def keyring_text(path):
     return base64.b64encode(data).decode("ascii")
 
 
+def ledger_entry(result, scope=None, window_justification=""):
+    """The ledger entry's result, reason and details of an os_patch RESULT when no reboot follows.
+
+    The rules the role's filters use (patch_outcome, patch_details), here so that the role's ledger task reads
+    values instead of loading the filter plugins in every terminal's worker; a terminal that reboots (or was not
+    reached) gets its entry from the filters, with the reboot's outcome.
+    """
+    state = {"decision": result.get("reboot_decision") or {}}
+    outcome = rules.patch_outcome(result, state)
+    return {
+        "result": outcome["result"],
+        "reason": outcome["reason"],
+        "details": rules.patch_details(result, state, scope or rules.DEFAULT_SCOPE, window_justification or ""),
+    }
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
@@ -85,19 +101,5 @@ class ActionModule(ActionBase):
         return self._with_ledger(result, extra)
 
     def _with_ledger(self, result, extra):
-        """RESULT with ``ledger``: the ledger entry's result, reason and details when no reboot follows.
-
-        Computed here with the rules the role's filters use (patch_outcome, patch_details), so that the role's
-        ledger task reads values instead of loading the filter plugins in every terminal's worker; a terminal
-        that reboots (or was not reached) gets its entry from the filters, with the reboot's outcome.
-        """
-        state = {"decision": result.get("reboot_decision") or {}}
-        outcome = rules.patch_outcome(result, state)
-        result["ledger"] = {
-            "result": outcome["result"],
-            "reason": outcome["reason"],
-            "details": rules.patch_details(
-                result, state, self._task.args.get("scope") or rules.DEFAULT_SCOPE, extra["window_justification"] or ""
-            ),
-        }
+        result["ledger"] = ledger_entry(result, self._task.args.get("scope"), extra["window_justification"])
         return result
