@@ -69,8 +69,8 @@ def _try_lock(job_dir: Path):
     """Yield True when the job's lock could be taken (nobody runs the job), False when it is held."""
     try:
         fd = os.open(job_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield None  # no lock file: a job folder of an older tool, or one being created
+    except OSError:
+        yield None  # no lock file (a job folder of an older tool), or not ours to read: the pid decides
         return
     try:
         try:
