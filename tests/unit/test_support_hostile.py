@@ -144,6 +144,10 @@ def test_every_time_shown_is_utc_and_site_time(run):
     assert "Z (site " in opened and "Europe/Paris" in opened
     event = next(line for line in out.splitlines() if " opened " in line and "|" in line)
     assert "Z |" in event and ("+01:00" in event or "+02:00" in event)
+    _code, out, _err = run("ticket", "list")
+    assert "OPENED (UTC)" in out and "OPENED (SITE)" in out
+    row = out.splitlines()[1]
+    assert "Z " in row and ("+01:00" in row or "+02:00" in row)
     document = json.loads(run("ticket", "show", ticket, "--json")[1])
     assert document["opened_utc"].endswith("Z") and document["opened_site"][-6:] in ("+01:00", "+02:00")
 

@@ -36,8 +36,11 @@ def _jobs(args) -> int:
     if not found:
         print("no jobs" + (f" for {args.ticket.strip().upper()}" if args.ticket else " yet"))
         return 0
+    zones: dict[str, str | None] = {}
     for ticket_id, view in found:
-        started = _when(view.started_utc, None) if view.started_utc else "-"
+        if ticket_id not in zones:
+            zones[ticket_id] = store.get(ticket_id).timezone
+        started = _when(view.started_utc, zones[ticket_id]) if view.started_utc else "-"
         print(f"{ticket_id}  {view.line()}  started {started}")
         if view.status == jobs.INTERRUPTED and not view.persisted:
             print("    (not recorded: the support dir is not writable)")

@@ -97,10 +97,13 @@ def cmd_list(args) -> int:
         print("no tickets" + (" match" if args.customer or args.status else " yet"))
         return 0
     rows = [
-        (t.id, t.status, t.severity or "-", t.customer, _place(t), _short(t.opened_utc), _first_line(t.summary))
+        (
+            t.id, t.status, t.severity or "-", t.customer, _place(t), _short(t.opened_utc),
+            _short(times(t.opened_utc, t.timezone)[1]) if t.timezone else "-", _first_line(t.summary),
+        )
         for t in found
-    ]
-    header = ("TICKET", "STATUS", "SEVERITY", "CUSTOMER", "WHERE", "OPENED (UTC)", "SUMMARY")
+    ]  # fmt: skip
+    header = ("TICKET", "STATUS", "SEVERITY", "CUSTOMER", "WHERE", "OPENED (UTC)", "OPENED (SITE)", "SUMMARY")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         print("  ".join(str(value).ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[-1])
