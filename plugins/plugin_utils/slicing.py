@@ -177,7 +177,7 @@ def slice_plan(terminals, slices, limit=None, ring=None) -> dict:
         }
         for k in range(1, count + 1)
     ]
-    stage_hosts = {r: [[] for _ in range(count)] for r in RINGS}
+    stage_hosts = {r: [[] for _slot in range(count)] for r in RINGS}
     for site in sorted(assignment):
         slice_list[assignment[site] - 1]["sites"].append(site)
     for row in sorted(rows, key=lambda r: r["terminal"]):

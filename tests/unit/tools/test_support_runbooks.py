@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,6 +191,43 @@ def test_outcome_of_a_job_from_its_events(tmp_path):
     assert _outcome(ok, "t1", 0) == ("successful", "")
     written = "".join(p.read_text() for p in (tmp_path / "artifacts" / "job_events").glob("*.json"))
     assert "hunter2-secret" not in written and "********" in written  # events are written redacted
+
+
+@pytest.mark.parametrize(
+    ("playbook", "limit", "rc", "error"),
+    [
+        ("- hosts: all\n  gather_facts: false\n  tasks:\n    - ping:\n", "no-such-terminal", 1, "no hosts to target"),
+        ("- hosts: all\n  tasks:\n    - ping: [\n", "t1", 4, "YAML parsing failed"),
+    ],
+)
+def test_a_playbook_that_stops_before_its_first_task_failed_and_was_not_killed(tmp_path, playbook, limit, rc, error):
+    """A real ansible-runner job: ansible-playbook's own error line is the outcome, not "killed"."""
+    import ansible_runner
+
+    from ansible_collections.ipm.fleet.plugins.plugin_utils.audit_redact import Redactor
+    from ipm_tools.support.runner import _Job, _outcome
+
+    (tmp_path / "book.yml").write_text(playbook)
+    (tmp_path / "inventory").write_text("t1 ansible_connection=local\n")
+    (tmp_path / "job").mkdir()
+    job = _Job("INC-1-x", tmp_path / "job" / "artifacts" / "INC-1-x", Redactor(), None, 0.0)
+    runner = ansible_runner.run(
+        private_data_dir=str(tmp_path / "job"),
+        ident="INC-1-x",
+        playbook=str(tmp_path / "book.yml"),
+        inventory=str(tmp_path / "inventory"),
+        limit=limit,
+        envvars={"ANSIBLE_NOCOLOR": "1", "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"]))},
+        event_handler=job.handle,
+        suppress_output_file=True,
+        quiet=True,
+    )
+    job.close()
+    assert runner.rc == rc and job.stats is None and job.first_task_s is None
+    status, message = _outcome(job, "t1", runner.rc)
+    assert status == "failed", message
+    assert message.startswith(f"ansible-playbook stopped before its first task (exit {rc}): [ERROR]")
+    assert error in message and "\x1b" not in message
 
 
 def test_old_job_folders_are_pruned(tmp_path):

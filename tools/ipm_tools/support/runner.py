@@ -18,6 +18,8 @@ status         exit  meaning
 successful     0     every task ran, none failed
 failed         1     a task failed (the runbook's message says why)
 unreachable    3     the terminal did not answer over SSH
+failed         1     ansible-playbook stopped before its first task (its error line is the message:
+                   a limit that matches no host, a playbook that does not parse)
 killed         4     ansible-playbook ended without its final statistics (killed, crashed)
 interrupted    4     (seen later by a reader) the ipm-support process itself died mid-job: ``jobs.py``
 (RunError)     2     bad input or denied: nothing was started
@@ -30,6 +32,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -61,6 +64,7 @@ RESULT_EVENTS = {
 }
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 
 
@@ -250,6 +254,7 @@ class _Job:
         self.lock = threading.Lock()
         self.events_dir = artifact_dir / "job_events"
         self.stdout = None
+        self.errors: list[str] = []
 
     def _redact_command(self):
         command = self.artifact_dir / "command"
@@ -286,6 +291,10 @@ class _Job:
                 self.stdout.write(clean["stdout"] + "\n")
                 self.stdout.flush()
             data = clean.get("event_data") or {}
+            if name == "verbose" and clean.get("stdout"):
+                line = " ".join(ANSI_ESCAPE.sub("", clean["stdout"]).split())
+                if line.startswith(("[ERROR]", "ERROR!")):
+                    self.errors.append(line[:300])
             if name in RESULT_EVENTS:
                 result = data.get("res") or {}
                 message = result.get("msg") or result.get("stderr") or "" if isinstance(result, dict) else ""
@@ -312,6 +321,10 @@ class _Job:
 
 def _outcome(job: _Job, terminal: str, rc) -> tuple[str, str]:
     stats = job.stats
+    if stats is None and job.errors and isinstance(rc, int) and 0 < rc < 128:
+        # ansible-playbook refused to start (no host, a parse error): its own error, not a kill.
+        where = "before its first task" if job.first_task_s is None else "with an error"
+        return "failed", f"ansible-playbook stopped {where} (exit {rc}): {job.errors[0]}"
     if stats is None:
         return "killed", (
             f"ansible-playbook ended without its final statistics (exit {rc}): the job was killed or crashed; "
