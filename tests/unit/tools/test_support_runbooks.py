@@ -217,7 +217,10 @@ def test_a_playbook_that_stops_before_its_first_task_failed_and_was_not_killed(t
         playbook=str(tmp_path / "book.yml"),
         inventory=str(tmp_path / "inventory"),
         limit=limit,
-        envvars={"ANSIBLE_NOCOLOR": "1", "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"]))},
+        envvars={
+            "ANSIBLE_NOCOLOR": "1",
+            "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"])),
+        },
         event_handler=job.handle,
         suppress_output_file=True,
         quiet=True,
