@@ -373,6 +373,10 @@ def test_cli_on_the_merged_trail(trail, tmp_path):
     assert bad.returncode == 1 and f"FAIL {trail}: {path.stem}: altered: line" in bad.stdout
     missing = ipm_audit("verify", "--trail", str(tmp_path / "nope"), key=key)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "not a directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = ipm_audit("verify", "--trail", str(tmp_path / "empty"), key=key)
+    assert empty.returncode == 0 and "0 segments" in empty.stdout
+    assert "holds no segment yet" in empty.stderr and "IPM_AUDIT_SHIP_DIR" in empty.stderr
 
 
 def test_cli_ship(tmp_path):

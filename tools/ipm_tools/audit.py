@@ -232,6 +232,12 @@ def cmd_verify_trail(args, key) -> int:
     report = verify_trail(trail, key, workers=args.workers)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if not report.segments and report.ok:
+        print(
+            f"warning: {trail} holds no segment yet: is it the directory the jobs ship to (ship_to, "
+            "IPM_AUDIT_SHIP_DIR)?",
+            file=sys.stderr,
+        )
     complete = sum(1 for s in report.segments if s.status == "complete")
     incomplete = sum(1 for s in report.segments if s.status == "incomplete")
     if not report.ok:
