@@ -7,13 +7,19 @@ of application data **inside its sqlite database** (a table of random 1 MiB blob
 with the sqlite3 tool while ipm-app runs, then checkpointed), and no simulated traffic
 (`transaction_interval_s: 0`), so its data does not change between the runs.
 
-Each round, alternating which goes first:
+Each round, the order reversed every other round:
 
 - backup: `ansible-playbook playbooks/backup.yml` into an empty store (a first backup: sqlite's
   online backup, integrity check and sha256 on the terminal, one tar stream over SSH written and
   hashed in one pass on the controller, signed manifest), forks N;
 - floor: one `ssh root@T tar c -C / var/lib/ipm/app etc/ipm | tar x -C DIR/T` per terminal, all at
-  once (no consistency, no checksums, no manifest: the plain copy the backup must come close to).
+  once (no consistency, no checksums, no manifest: the plain copy the backup must come close to);
+- stream (a reference, not a contender): the terminal's share of a backup without Ansible: the same
+  command the backup runs on each terminal (``app_backup.stream``: sqlite's online backup,
+  ``integrity_check``, sha256, then the tar stream), started by plain ssh, all at once, its tar
+  unpacked by ``tar x`` on the controller (no store, no hashing there, no manifest, no Ansible).
+  Its ratio to the floor is the most any backup with the issue's consistency and checksums can
+  reach on this machine, where the controller and the N terminals share the same cores.
 
 MiB/s = the bytes of the backed-up files (the manifests' sizes; for the floor what tar unpacked) /
 wall time. After the last round a second backup of the unchanged data runs into the last store:
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -159,6 +166,40 @@ def floor(hosts: dict[str, dict], target: Path) -> tuple[float, int]:
     return elapsed, size
 
 
+def stream(hosts: dict[str, dict], target: Path) -> tuple[float, int]:
+    """(seconds, bytes) of app_backup.stream on every terminal at once over plain ssh, untarred by tar x."""
+    from ansible_collections.ipm.fleet.plugins.action import backup as action
+    from ansible_collections.ipm.fleet.plugins.module_utils.app_backup import STAGING
+
+    payload = json.dumps({"staging": STAGING, "reusable": {}, "sources": action._module_utils_sources()}) + "\n"
+    remote = shlex.quote("python3 -c " + shlex.quote(action._BOOTSTRAP))
+
+    def one(item):
+        name, variables = item
+        directory = target / name
+        directory.mkdir(parents=True)
+        header = target / f"{name}.header"
+        script = (
+            f"ssh {' '.join(map(shlex.quote, SSH_OPTIONS))} root@{variables['ansible_host']} {remote} "
+            f"| {{ IFS= read -r line && printf '%s\\n' \"$line\" > {header} && tar x -C {directory}; }}"
+        )
+        done = subprocess.run(["bash", "-c", script], input=payload, capture_output=True, text=True, check=False)
+        text = header.read_text() if header.exists() else ""
+        staged = json.loads(text.split(" ", 2)[2]) if text.startswith("IPM-BACKUP-STREAM ") else {"failed": True}
+        if done.returncode != 0 or staged.get("failed"):
+            return f"{name}: exit {done.returncode}, {staged.get('msg', '')} {done.stderr.strip()[-300:]}"
+        return ""
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        problems = [problem for problem in pool.map(one, sorted(hosts.items())) if problem]
+    elapsed = time.perf_counter() - started
+    if problems:
+        sys.exit("bench/backup: the stream reference failed on\n" + "\n".join(problems))
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file() and p.suffix != ".header")
+    return elapsed, size
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--terminals", type=int, default=20)
@@ -168,7 +209,7 @@ def main() -> int:
     if args.terminals < 1 or args.mib < 1 or args.rounds < 1:
         parser.error("--terminals, --mib and --rounds: expected 1 or more")
     names = [f"bb-{uuid.uuid4().hex[:4]}-{i:02d}" for i in range(1, args.terminals + 1)]
-    rates: dict[str, list[float]] = {"backup": [], "floor": []}
+    rates: dict[str, list[float]] = {"backup": [], "floor": [], "stream": []}
     with tempfile.TemporaryDirectory(prefix="bench-backup-") as scratch_name:
         scratch = Path(scratch_name)
         run([str(BIN / "ipm-audit"), "keygen", "--key-file", str(scratch / "audit.key")], scratch)
@@ -187,7 +228,7 @@ def main() -> int:
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(lambda h: fill(h["ansible_host"], args.mib), hosts.values()))
             for round_number in range(1, args.rounds + 1):
-                order = ["backup", "floor"] if round_number % 2 else ["floor", "backup"]
+                order = ["backup", "floor", "stream"] if round_number % 2 else ["stream", "floor", "backup"]
                 for key in order:
                     target = scratch / f"{key}-{round_number}"
                     if key == "backup":
@@ -196,7 +237,7 @@ def main() -> int:
                         seconds, size, first_transferred = backup(inventory, target, len(names), scratch)
                         last_store = target
                     else:
-                        seconds, size = floor(hosts, target)
+                        seconds, size = (floor if key == "floor" else stream)(hosts, target)
                         shutil.rmtree(target, ignore_errors=True)
                     rates[key].append(size / 1048576 / seconds)
                     print(f"round {round_number}: {key} {size / 1048576:.0f} MiB in {seconds:.1f} s", flush=True)
@@ -212,7 +253,12 @@ def main() -> int:
                 check=False,
             )
     mib_s, floor_mib_s = statistics.median(rates["backup"]), statistics.median(rates["floor"])
+    stream_mib_s = statistics.median(rates["stream"])
     print(f"median over {args.rounds} rounds, {len(names)} terminals, {args.mib} MiB of data each")
+    print(
+        f"reference: the terminals' stream without Ansible {stream_mib_s:.1f} MiB/s, ratio {stream_mib_s / floor_mib_s:.2f} "
+        f"to the floor (the most a consistent, checksummed backup reaches here); the backup {mib_s / stream_mib_s:.2f} of it"
+    )
     print(
         f"backup terminals={len(names)} mib_s={mib_s:.1f} floor_mib_s={floor_mib_s:.1f} "
         f"ratio={mib_s / floor_mib_s:.2f} second_bytes_ratio={second_transferred / max(first_transferred, 1):.4f}"
