@@ -5,7 +5,7 @@
 Builds the lab's signed vendor mirror (``ipm-aptrepo``), serves it on 127.0.73.250, boots N lab
 terminals (``pb-<random>-NN``; stopped again at the end, also on failure) and puts them on the
 mirror at the baseline versions (tests/lab/aptrepo_fixture.py). Each round installs the same set of
-updates on all of them three times, resetting the terminals to the baseline in between (not timed),
+updates on all of them four times, resetting the terminals to the baseline in between (not timed),
 the order reversed every other round:
 
 - ansible: ``ansible-playbook playbooks/patch.yml -e change_id=CHG-BENCH -e patch_scope=all``
@@ -13,16 +13,17 @@ the order reversed every other round:
 - floor: one thread per terminal, one ssh command each (with a control master, as Ansible's
   ControlPersist): ``apt-mark hold`` the packages release 2.3.1 declares (its ``os`` section, what
   patch.yml holds), ``apt-get update``, ``apt-get -y upgrade``;
-- ansible_adhoc (a reference, not a contender): ``ansible all -m ansible.builtin.shell -a <the floor's
-  command>`` with forks N, the same inventory and ansible.cfg: the least any Ansible run costs for the
-  same updates (one module per terminal, no rings, gate, holds check, health or ledger). Its ratio to
-  the floor shows how much of the goal's margin Ansible itself takes on this machine, where the
-  controller and the N terminals share the same cores.
+- two references, not contenders, with forks N, the same inventory and ansible.cfg:
+  ansible_adhoc, ``ansible all -m ansible.builtin.shell -a <the floor's command>`` (one Ansible module
+  per terminal, no rings, gate, holds check, health or ledger), and ansible_raw, the same command with
+  ``-m ansible.builtin.raw`` (no module at all: Ansible's SSH connections and workers only). Their
+  ratios to the floor show how much of the goal's margin Ansible itself takes on this machine, where
+  the controller and the N terminals share the same cores.
 
-All three end with the newest version of every package of the mirror on every terminal, the held
+All four end with the newest version of every package of the mirror on every terminal, the held
 ipm-runtime aside (checked after each run, not timed). No run reboots: the kernel package's reboot
 is left pending by the playbook (``patch_reboot_budget_s`` above what the window has left), as the
-floor leaves it. Prints each round, the medians and the ad-hoc reference's ratio; last line
+floor leaves it. Prints each round, the medians and the references' ratios; last line
 ``patch terminals=<N> ansible_s=<s> floor_s=<s> ratio=<r>`` (goal: ratio 1.5 or less).
 """
 
@@ -139,10 +140,9 @@ def floor(addresses: dict[str, str]) -> float:
     return elapsed
 
 
-def ansible_adhoc(inventory: Path, forks: int) -> float:
-    """The floor's own command through Ansible's ad-hoc shell module: Ansible's least cost for these updates."""
-    command = [str(BIN / "ansible"), "all", "-i", str(inventory), "-f", str(forks), "-m", "ansible.builtin.shell"]
-    command += ["-a", FLOOR]
+def ansible_adhoc(inventory: Path, forks: int, module: str = "ansible.builtin.shell") -> float:
+    """The floor's own command through ad-hoc Ansible (MODULE shell or raw): what Ansible alone adds."""
+    command = [str(BIN / "ansible"), "all", "-i", str(inventory), "-f", str(forks), "-m", module, "-a", FLOOR]
     started = time.perf_counter()
     run(command, cwd=ROOT, timeout=3600)
     return time.perf_counter() - started
@@ -214,7 +214,7 @@ def main() -> int:
         parser.error("lab terminals need root: sudo .venv/bin/python bench/patch.py")
     prefix = f"pb-{uuid.uuid4().hex[:4]}-"
     names = [f"{prefix}{index:02d}" for index in range(1, args.terminals + 1)]
-    times: dict[str, list[float]] = {"ansible": [], "floor": [], "ansible_adhoc": []}
+    times: dict[str, list[float]] = {"ansible": [], "floor": [], "ansible_adhoc": [], "ansible_raw": []}
     with tempfile.TemporaryDirectory(prefix="bench-patch-") as scratch:
         repository = aptrepo.build_repository(Path(scratch) / "mirror")
         inventory = Path(scratch) / "inventory.yml"
@@ -233,6 +233,7 @@ def main() -> int:
                     "ansible": lambda number: ansible(inventory, len(names), number),
                     "floor": lambda number: floor(addresses),
                     "ansible_adhoc": lambda number: ansible_adhoc(inventory, len(names)),
+                    "ansible_raw": lambda number: ansible_adhoc(inventory, len(names), "ansible.builtin.raw"),
                 }
                 if not PLAYBOOK.exists():
                     print("playbooks/patch.yml does not exist yet: timing the floor only", flush=True)
@@ -261,11 +262,11 @@ def main() -> int:
         print("bench/patch: no playbooks/patch.yml, no ratio", file=sys.stderr)
         return 1
     ansible_s = statistics.median(times["ansible"])
-    adhoc_s = statistics.median(times["ansible_adhoc"])
+    adhoc_s, raw_s = statistics.median(times["ansible_adhoc"]), statistics.median(times["ansible_raw"])
     print(f"median over {args.rounds} rounds, {len(names)} terminals")
     print(
-        f"reference: ansible ad-hoc shell of the floor's command {adhoc_s:.1f} s, ratio {adhoc_s / floor_s:.2f} "
-        f"to the floor (Ansible's least cost here); patch.yml {ansible_s / adhoc_s:.2f} times that"
+        f"references, the floor's command through ad-hoc ansible: -m raw {raw_s:.1f} s (ratio {raw_s / floor_s:.2f}), "
+        f"-m shell {adhoc_s:.1f} s (ratio {adhoc_s / floor_s:.2f}); patch.yml {ansible_s / adhoc_s:.2f} times the shell's"
     )
     print(
         f"patch terminals={len(names)} ansible_s={ansible_s:.1f} floor_s={floor_s:.1f} ratio={ansible_s / floor_s:.2f}"
